@@ -1,0 +1,33 @@
+"""pleias-rag: run Pleias RAG models and get answers whose citations are checked.
+
+The core knows nothing of LangChain or LlamaIndex: sources and ids, prompt rendering, output
+parsing and quote verification, and generation backends.
+"""
+
+from .answer import Citation, CitationStatus, FinishReason, MatchKind, PleiasAnswer
+from .dialects import CONTEXT_WINDOW, DIALECTS, Dialect, check_dialect, special_tokens
+from .prompt import Segment, escape_text, prompt_ids, prompt_segments, render_prompt
+from .sources import Source, SourceGroup, group_sources, make_sources, source_id
+
+__all__ = [
+    "CONTEXT_WINDOW",
+    "DIALECTS",
+    "Citation",
+    "CitationStatus",
+    "Dialect",
+    "FinishReason",
+    "MatchKind",
+    "PleiasAnswer",
+    "Segment",
+    "Source",
+    "SourceGroup",
+    "check_dialect",
+    "escape_text",
+    "group_sources",
+    "make_sources",
+    "prompt_ids",
+    "prompt_segments",
+    "render_prompt",
+    "source_id",
+    "special_tokens",
+]

@@ -1,0 +1,119 @@
+"""Sources given to the model, and the 16-hex ids Pleias models were trained on."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+IdFunction = Callable[[str], str]
+
+
+def source_id(text: str) -> str:
+    """The id Pleias's own application gives a source: the first 16 hex digits of its MD5."""
+    if not isinstance(text, str):
+        raise TypeError(f"source text must be a str, got {type(text).__name__}")
+    return hashlib.md5(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One source as the model sees it.
+
+    Attributes:
+        text: the text put in the prompt.
+        id: the id written in the prompt (hash dialect) and cited back by the model.
+        metadata: arbitrary metadata, kept untouched (title and url are shown when present).
+        ref: a back-reference to the framework object the source came from (a LangChain
+            ``Document``, a LlamaIndex node...), never read by the core.
+    """
+
+    text: str
+    id: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    ref: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str):
+            raise ValueError(f"Source.text must be a str, got {type(self.text).__name__}")
+        if not self.text.strip():
+            raise ValueError("Source.text is empty: give every source some text, or leave it out")
+        if not self.id:
+            object.__setattr__(self, "id", source_id(self.text))
+        elif not isinstance(self.id, str):
+            raise ValueError(f"Source.id must be a str, got {type(self.id).__name__}")
+
+    @property
+    def title(self) -> str | None:
+        value = self.metadata.get("title")
+        return str(value) if value is not None else None
+
+    @property
+    def url(self) -> str | None:
+        for key in ("url", "source_url", "link"):
+            value = self.metadata.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+
+def make_sources(
+    items: Iterable[str | Source],
+    *,
+    id_function: IdFunction | None = None,
+) -> list[Source]:
+    """Build ``Source`` objects from strings or sources, giving ids with ``id_function``.
+
+    ``id_function`` overrides :func:`source_id` for sources that carry no explicit id.
+    """
+    out: list[Source] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Source):
+            out.append(item)
+        elif isinstance(item, str):
+            if not item.strip():
+                raise ValueError(f"source {i} is empty: give every source some text, or leave it out")
+            sid = (id_function or source_id)(item)
+            out.append(Source(text=item, id=sid))
+        else:
+            raise ValueError(
+                f"source {i} is a {type(item).__name__}; give a str or a pleias_rag.Source"
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class SourceGroup:
+    """Sources that share one id: the prompt carries their text once."""
+
+    id: str
+    text: str
+    members: tuple[Source, ...]
+
+    @property
+    def first(self) -> Source:
+        return self.members[0]
+
+
+def group_sources(sources: Sequence[Source]) -> list[SourceGroup]:
+    """Merge sources with the same id, keeping the order of first appearance.
+
+    Identical texts get the same default id, so a duplicated document is sent once and a
+    citation of it maps back to every original. Two different texts under one id are an error.
+    """
+    groups: dict[str, list[Source]] = {}
+    for i, src in enumerate(sources):
+        if not isinstance(src, Source):
+            raise ValueError(
+                f"source {i} is a {type(src).__name__}; give pleias_rag.Source objects"
+            )
+        members = groups.setdefault(src.id, [])
+        if members and members[0].text != src.text:
+            raise ValueError(
+                f"sources {members[0].id!r} have the same id but different texts; ids must be "
+                "unique per text (leave id empty to use the text's hash)"
+            )
+        members.append(src)
+    return [SourceGroup(id=sid, text=m[0].text, members=tuple(m)) for sid, m in groups.items()]
