@@ -31,3 +31,30 @@ __all__ = [
     "source_id",
     "special_tokens",
 ]
+
+from .parser import (  # noqa: E402
+    AnswerDelta,
+    CitationCompleted,
+    Event,
+    Finished,
+    SectionEnded,
+    SectionStarted,
+    StreamParser,
+    normalize_source_id,
+    parse_response,
+)
+from .verify import QuoteMatch, locate_quote  # noqa: E402
+
+__all__ += [
+    "AnswerDelta",
+    "CitationCompleted",
+    "Event",
+    "Finished",
+    "QuoteMatch",
+    "SectionEnded",
+    "SectionStarted",
+    "StreamParser",
+    "locate_quote",
+    "normalize_source_id",
+    "parse_response",
+]

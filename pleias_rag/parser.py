@@ -1,0 +1,487 @@
+"""Parsing Pleias output: a sans-I/O stream parser, and ``parse_response`` on top of it.
+
+Feed :class:`StreamParser` the generated text in chunks of any size; it returns events as soon
+as they are certain (a section starts or ends, answer text, a finished citation). Closing it
+gives the :class:`~pleias_rag.answer.PleiasAnswer`. ``parse_response`` is the same machine fed
+the whole text at once, so streaming and one-shot parsing cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .answer import Citation, CitationStatus, FinishReason, PleiasAnswer
+from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
+from .lexer import Lexer, Token
+from .sources import Source, SourceGroup, group_sources
+from .verify import NOT_FOUND, QuoteMatch, SourceText
+
+SECTIONS = frozenset(NUMBERED_SECTIONS)
+_NUMBERED_EVIDENCE = SECTIONS - {"source_analysis", "answer"} | {"source_id"}
+_OUTPUT_DIALECTS = (HASH, NUMBERED, MARKDOWN)
+_ID_JUNK = re.compile(r"<\|source_id(?:_start|_end)?\|>|\*\*|^[\s\"'“”«»]+|[\s\"'“”«»]+$")
+_QUOTE_PAIRS = {'"': '"', "“": "”", "«": "»", "„": "“", "'": "'"}
+_FINAL_PUNCT = ".!?…。！？"
+_TRAILING_CLOSERS = re.compile(r"(?:\[\d+\]|[\s\"'”’»)\]*_])+$")
+_MENTION = re.compile(
+    r"<\|source_id\|>\s*(?P<num>\d+)"
+    r"|<ref\s+name\s*=\s*(?P<ref>(?:<\|[A-Za-z_]+\|>|[^<>])*?)\s*>"
+    r"|\*\*(?P<bold>[^*\n]{1,200}?)\*\*"
+    r"|\b(?P<hex>[0-9a-f]{16})\b"
+)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SectionStarted:
+    section: str
+
+
+@dataclass(frozen=True)
+class SectionEnded:
+    section: str
+
+
+@dataclass(frozen=True)
+class AnswerDelta:
+    """Clean answer text, ``[n]`` markers included; all deltas joined equal ``answer``."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class CitationCompleted:
+    citation: Citation
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Always the last event: the whole parsed answer."""
+
+    answer: PleiasAnswer
+
+
+Event = SectionStarted | SectionEnded | AnswerDelta | CitationCompleted | Finished
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def normalize_source_id(name: str) -> str:
+    """The id a ref or analysis names: ``**``, quotes, spaces and ``<|source_id|>`` removed."""
+    prev = None
+    while prev != name:
+        prev, name = name, _ID_JUNK.sub("", name)
+    return name
+
+
+def strip_quote(text: str) -> str:
+    """A ref's quote without surrounding space and wrapping quote marks (CSV-doubled too)."""
+    text = text.strip()
+    while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text
+
+
+class _Resolver:
+    """Maps written ids to source groups and checks quotes against their texts."""
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self.groups = group_sources(sources)
+        self.by_id = {g.id: g for g in self.groups}
+        self.by_lower = {g.id.lower(): g for g in reversed(self.groups)}
+        self._texts: dict[str, SourceText] = {}
+
+    def resolve(self, sid: str, *, numbered: bool) -> SourceGroup | None:
+        group = self.by_id.get(sid) or self.by_lower.get(sid.lower())
+        if group is None and numbered and sid.isdigit() and 1 <= int(sid) <= len(self.groups):
+            group = self.groups[int(sid) - 1]
+        return group
+
+    def text(self, group: SourceGroup) -> SourceText:
+        if group.id not in self._texts:
+            self._texts[group.id] = SourceText(group.text)
+        return self._texts[group.id]
+
+    def check(
+        self, quote: str, group: SourceGroup | None
+    ) -> tuple[QuoteMatch, CitationStatus, tuple[Source, ...]]:
+        named = NOT_FOUND
+        if group is not None and quote:
+            named = self.text(group).locate(quote, fuzzy=False)
+            if named.found:
+                return named, "verified", ()
+        elsewhere: list[Source] = []
+        if quote:
+            for other in self.groups:
+                if other is not group and self.text(other).locate(quote, fuzzy=False).found:
+                    elsewhere.extend(other.members)
+        if group is None:
+            return NOT_FOUND, "unknown_source", tuple(elsewhere)
+        if elsewhere:
+            return NOT_FOUND, "misattributed", tuple(elsewhere)
+        if quote:
+            named = self.text(group).locate(quote, fuzzy=True)
+            if named.found:
+                return named, "verified", ()
+        return named, "unverified", ()
+
+
+class _AnswerBuilder:
+    """Turns answer-section tokens into clean text with ``[n]`` markers and citations."""
+
+    def __init__(self, parser: StreamParser) -> None:
+        self._parser = parser
+        self.parts: list[str] = []
+        self.length = 0
+        self.started = False
+        self.pending_ws = ""
+        self.ref_name: str | None = None
+        self.quote_parts: list[str] = []
+        self.numbers: dict[str, int] = {}
+        self.last_marker: tuple[int, int, int] | None = None
+        self.citations: list[Citation] = []
+
+    def _emit(self, text: str, events: list[Event]) -> None:
+        self.parts.append(text)
+        self.length += len(text)
+        events.append(AnswerDelta(text))
+
+    def token(self, tok: Token, events: list[Event]) -> None:
+        if tok.kind == "ref_open":
+            if self.ref_name is not None:
+                self.finish_ref(events, truncated=True)
+            self.ref_name = tok.value
+            self.quote_parts = []
+        elif tok.kind == "ref_close":
+            if self.ref_name is not None:
+                self.finish_ref(events, truncated=False)
+        elif self.ref_name is not None:
+            self.quote_parts.append(tok.raw)
+        elif tok.kind == "text":
+            self.text(tok.raw, events)
+
+    def text(self, text: str, events: list[Event]) -> None:
+        if not self.started:
+            text = text.lstrip()
+            if not text:
+                return
+            self.started = True
+        core = text.rstrip()
+        if core:
+            self._emit(self.pending_ws + core, events)
+            self.pending_ws = text[len(core) :]
+            self.last_marker = None
+        else:
+            self.pending_ws += text
+
+    def finish_ref(self, events: list[Event], *, truncated: bool) -> None:
+        assert self.ref_name is not None
+        sid = normalize_source_id(self.ref_name)
+        quote = strip_quote("".join(self.quote_parts))
+        if truncated and quote[:1] in _QUOTE_PAIRS:
+            quote = quote[1:].lstrip()  # its closing quote was cut off
+        self.ref_name, self.quote_parts = None, []
+        p = self._parser
+        group = p._resolver.resolve(sid, numbered=p.dialect == NUMBERED)
+        key = group.id if group is not None else "\0" + sid
+        number = self.numbers.setdefault(key, len(self.numbers) + 1)
+        if self.last_marker is not None and self.last_marker[0] == number:
+            start, end = self.last_marker[1:]
+        else:
+            self.started = True
+            start = self.length + len(self.pending_ws)
+            marker = f"[{number}]"
+            self._emit(self.pending_ws + marker, events)
+            self.pending_ws = ""
+            end = start + len(marker)
+            self.last_marker = (number, start, end)
+        match, status, found_in = p._resolver.check(quote, group)
+        citation = Citation(
+            number=number,
+            source_id=sid,
+            quote=quote,
+            start=start,
+            end=end,
+            sources=group.members if group is not None else (),
+            source_start=match.start,
+            source_end=match.end,
+            match=match.kind,
+            score=match.score,
+            status=status,
+            found_in=found_in,
+            truncated=truncated,
+        )
+        self.citations.append(citation)
+        events.append(CitationCompleted(citation))
+
+
+# --- the state machine --------------------------------------------------------------------
+
+
+class StreamParser:
+    """Incremental parser of one Pleias output.
+
+    Args:
+        sources: the sources of the prompt, in prompt order (ids are resolved and quotes
+            checked against them).
+        dialect: ``hash``, ``numbered`` or ``markdown``; detected from the text when None.
+        start: the section the text starts in, when the caller knows it (a backend that sent
+            a prompt ending in ``<|source_analysis_start|>`` passes ``"source_analysis"``).
+            When None, text before the first marker is held until a marker says what it was;
+            text with no marker at all is the answer (servers that strip special tokens).
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[Source] = (),
+        dialect: str | None = None,
+        *,
+        start: str | None = None,
+    ) -> None:
+        if dialect is not None and dialect not in _OUTPUT_DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r}: use one of {_OUTPUT_DIALECTS} or None")
+        if start is not None and start not in SECTIONS:
+            raise ValueError(f"unknown section {start!r}: use one of {sorted(SECTIONS)}")
+        self._given = dialect
+        self._detected: str | None = None
+        self._sources = tuple(sources)
+        self._resolver = _Resolver(self._sources)
+        self._lexer = Lexer()
+        self._answer = _AnswerBuilder(self)
+        self._texts: dict[str, list[str]] = {}
+        self._section: str | None = None
+        self._lead: list[Token] | None = None if start else []
+        self._after_analysis = False
+        self._ended = False
+        self._stopped = False
+        self._result: PleiasAnswer | None = None
+        self._start = start
+        self._raw: list[str] = []
+
+    @property
+    def dialect(self) -> str:
+        return self._given or self._detected or HASH
+
+    @property
+    def section(self) -> str | None:
+        """The section the text being read belongs to (None before it is known)."""
+        return self._section
+
+    def feed(self, chunk: str) -> list[Event]:
+        if self._result is not None:
+            raise RuntimeError("this StreamParser is closed; make a new one per output")
+        if not isinstance(chunk, str):
+            raise TypeError(f"feed() takes str chunks, got {type(chunk).__name__}")
+        events: list[Event] = []
+        self._raw.append(chunk)
+        if self._start is not None:
+            self._enter(self._start, events)
+            self._start = None
+        for tok in self._lexer.feed(chunk):
+            self._token(tok, events)
+        return events
+
+    def close(self, finish_reason: FinishReason | None = None) -> list[Event]:
+        """End of output: flush, finish the sections, and build :attr:`result`.
+
+        ``finish_reason`` overrides the reason read from the text (a backend knows whether it
+        hit its token limit).
+        """
+        events = self.feed("") if self._result is None else []
+        for tok in self._lexer.close():
+            self._token(tok, events)
+        if self._lead is not None:
+            self._resolve_lead(None, events)
+        if self._section is not None:
+            self._leave(events)
+        self._result = self._build(finish_reason)
+        events.append(Finished(self._result))
+        return events
+
+    @property
+    def result(self) -> PleiasAnswer:
+        if self._result is None:
+            raise RuntimeError("call close() first: the answer is known once the output ends")
+        return self._result
+
+    # -- tokens --
+
+    def _token(self, tok: Token, events: list[Event]) -> None:
+        if self._ended:
+            return
+        if tok.kind == "ref_open" and "<|source_id|>" in tok.value:
+            self._detect(NUMBERED)
+        if self._lead is not None:
+            if tok.kind in ("text", "ref_open", "ref_close") or (
+                tok.kind == "marker" and not _structural(tok.value)
+            ):
+                self._lead.append(tok)
+                return
+            self._resolve_lead(tok, events)
+        if tok.kind == "eos" or (tok.kind == "marker" and tok.value == "end_of_text"):
+            self._stopped = self._ended = True
+            if self._section is not None:
+                self._leave(events)
+        elif tok.kind == "heading":
+            self._detect(MARKDOWN)
+            self._enter("answer" if tok.value == "answer" else "source_analysis", events)
+        elif tok.kind == "marker" and _structural(tok.value):
+            self._marker(tok.value, events)
+        else:
+            self._content(tok, events)
+
+    def _marker(self, name: str, events: list[Event]) -> None:
+        base, _, edge = name.rpartition("_")
+        if base in _NUMBERED_EVIDENCE:
+            self._detect(NUMBERED)
+        if edge == "start":
+            self._enter(base, events)
+        elif self._section == base:
+            self._leave(events)
+            if base == "answer":
+                self._stopped = True
+            elif base == "source_analysis":
+                self._after_analysis = True
+
+    def _content(self, tok: Token, events: list[Event]) -> None:
+        if self._section is None:
+            if self._after_analysis and (tok.kind != "text" or tok.raw.strip()):
+                # Hash outputs whose <|answer_start|> was lost: what follows the analysis.
+                self._enter("answer", events)
+            else:
+                return
+        if self._section == "answer":
+            self._texts["answer"].append(tok.raw)
+            if tok.kind != "marker":
+                self._answer.token(tok, events)
+        else:
+            self._texts[self._section].append(tok.raw)
+
+    def _enter(self, section: str, events: list[Event]) -> None:
+        if self._section == section:
+            return
+        if self._section is not None:
+            self._leave(events)
+        self._section = section
+        self._texts.setdefault(section, [])
+        events.append(SectionStarted(section))
+
+    def _leave(self, events: list[Event]) -> None:
+        section = self._section
+        assert section is not None
+        if section == "answer" and self._answer.ref_name is not None:
+            self._answer.finish_ref(events, truncated=True)
+        self._section = None
+        events.append(SectionEnded(section))
+
+    def _resolve_lead(self, tok: Token | None, events: list[Event]) -> None:
+        lead, self._lead = self._lead or [], None
+        if not any(t.kind != "text" or t.raw.strip() for t in lead):
+            return
+        section = _lead_section(tok)
+        if section is None:
+            return
+        self._enter(section, events)
+        for t in lead:
+            self._content(t, events)
+
+    def _detect(self, dialect: str) -> None:
+        if self._detected is None:
+            self._detected = dialect
+
+    # -- result --
+
+    def _build(self, finish_reason: FinishReason | None) -> PleiasAnswer:
+        sections = {k: "".join(v).strip() for k, v in self._texts.items()}
+        answer = "".join(self._answer.parts)
+        citations = tuple(self._answer.citations)
+        if finish_reason is None:
+            finish_reason = self._finish_reason(answer, citations)
+        return PleiasAnswer(
+            raw="".join(self._raw),
+            dialect=self.dialect,
+            answer=answer,
+            source_analysis=sections.get("source_analysis", ""),
+            sections=sections,
+            citations=citations,
+            mentioned_ids=self._mentions(sections),
+            finish_reason=finish_reason,
+            sources=self._sources,
+        )
+
+    def _finish_reason(self, answer: str, citations: tuple[Citation, ...]) -> FinishReason:
+        if self._lexer.dropped_partial or any(c.truncated for c in citations):
+            return "length"
+        if self._stopped:
+            return "stop"
+        if "answer" not in self._texts:
+            return "length"
+        tail = _TRAILING_CLOSERS.sub("", answer)
+        return "stop" if tail and tail[-1] in _FINAL_PUNCT else "length"
+
+    def _mentions(self, sections: dict[str, str]) -> tuple[str, ...]:
+        numbered = self.dialect == NUMBERED
+        found: dict[str, None] = {}
+        for name, text in sections.items():
+            if name == "answer":
+                continue
+            for m in _MENTION.finditer(text):
+                raw = next(g for g in m.groups() if g is not None)
+                sid = normalize_source_id(raw)
+                group = self._resolver.resolve(sid, numbered=numbered or m.group("num") is not None)
+                if group is not None:
+                    found.setdefault(group.id)
+                elif not self._resolver.groups and (m.group("bold") is None or _looks_like_id(sid)):
+                    found.setdefault(sid)
+        for c in self._answer.citations:
+            key = c.source.id if c.source is not None else c.source_id
+            if c.source is not None or not self._resolver.groups:
+                found.setdefault(key)
+        return tuple(found)
+
+
+def _structural(name: str) -> bool:
+    base, _, edge = name.rpartition("_")
+    return (edge in ("start", "end") and base in SECTIONS) or name == "end_of_text"
+
+
+def _lead_section(tok: Token | None) -> str | None:
+    """Which section the text before the first structural token belongs to."""
+    if tok is None or tok.kind == "eos" or (tok.kind == "marker" and tok.value == "end_of_text"):
+        return "answer"
+    if tok.kind == "heading":
+        return "source_analysis" if tok.value == "answer" else None
+    base, _, edge = tok.value.rpartition("_")
+    if edge == "end":
+        return base
+    if base == "answer":
+        return "source_analysis"
+    if base in NUMBERED_SECTIONS and base != "language":
+        return NUMBERED_SECTIONS[NUMBERED_SECTIONS.index(base) - 1]
+    return None
+
+
+def _looks_like_id(sid: str) -> bool:
+    return bool(re.fullmatch(r"[0-9a-fA-F]{16}|\d{1,6}", sid))
+
+
+def parse_response(
+    raw: str,
+    sources: Sequence[Source] = (),
+    dialect: str | None = None,
+    *,
+    start: str | None = None,
+    finish_reason: FinishReason | None = None,
+) -> PleiasAnswer:
+    """Parse a whole Pleias output (see :class:`StreamParser` for the arguments)."""
+    if not isinstance(raw, str):
+        raise ValueError(f"raw must be the model's output text (str), got {type(raw).__name__}")
+    parser = StreamParser(sources, dialect, start=start)
+    parser.feed(raw)
+    parser.close(finish_reason)
+    return parser.result
