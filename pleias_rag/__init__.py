@@ -6,33 +6,7 @@ parsing and quote verification, and generation backends.
 
 from .answer import Citation, CitationStatus, FinishReason, MatchKind, PleiasAnswer
 from .dialects import CONTEXT_WINDOW, DIALECTS, Dialect, check_dialect, special_tokens
-from .prompt import Segment, escape_text, prompt_ids, prompt_segments, render_prompt
-from .sources import Source, SourceGroup, group_sources, make_sources, source_id
-
-__all__ = [
-    "CONTEXT_WINDOW",
-    "DIALECTS",
-    "Citation",
-    "CitationStatus",
-    "Dialect",
-    "FinishReason",
-    "MatchKind",
-    "PleiasAnswer",
-    "Segment",
-    "Source",
-    "SourceGroup",
-    "check_dialect",
-    "escape_text",
-    "group_sources",
-    "make_sources",
-    "prompt_ids",
-    "prompt_segments",
-    "render_prompt",
-    "source_id",
-    "special_tokens",
-]
-
-from .parser import (  # noqa: E402
+from .parser import (
     AnswerDelta,
     CitationCompleted,
     Event,
@@ -43,18 +17,40 @@ from .parser import (  # noqa: E402
     normalize_source_id,
     parse_response,
 )
-from .verify import QuoteMatch, locate_quote  # noqa: E402
+from .prompt import Segment, escape_text, prompt_ids, prompt_segments, render_prompt
+from .sources import Source, SourceGroup, group_sources, make_sources, source_id
+from .verify import QuoteMatch, locate_quote
 
-__all__ += [
+__all__ = [
+    "CONTEXT_WINDOW",
+    "DIALECTS",
     "AnswerDelta",
+    "Citation",
     "CitationCompleted",
+    "CitationStatus",
+    "Dialect",
     "Event",
+    "FinishReason",
     "Finished",
+    "MatchKind",
+    "PleiasAnswer",
     "QuoteMatch",
     "SectionEnded",
     "SectionStarted",
+    "Segment",
+    "Source",
+    "SourceGroup",
     "StreamParser",
+    "check_dialect",
+    "escape_text",
+    "group_sources",
     "locate_quote",
+    "make_sources",
     "normalize_source_id",
     "parse_response",
+    "prompt_ids",
+    "prompt_segments",
+    "render_prompt",
+    "source_id",
+    "special_tokens",
 ]

@@ -72,7 +72,7 @@ NUMBERED_MAX_SOURCES: Final = 10
 
 
 def check_dialect(dialect: str) -> Dialect:
-    """Return ``dialect`` if it is a prompt dialect, else raise a ``ValueError`` saying which exist."""
+    """Return ``dialect`` if it is a prompt dialect, else raise a ``ValueError``."""
     if dialect == HASH:
         return "hash"
     if dialect == NUMBERED:

@@ -355,12 +355,11 @@ class StreamParser:
                 self._enter("answer", events)
             else:
                 return
-        if self._section == "answer":
-            self._texts["answer"].append(tok.raw)
-            if tok.kind != "marker":
-                self._answer.token(tok, events)
-        else:
-            self._texts[self._section].append(tok.raw)
+        section = self._section
+        assert section is not None
+        self._texts[section].append(tok.raw)
+        if section == "answer" and tok.kind != "marker":
+            self._answer.token(tok, events)
 
     def _enter(self, section: str, events: list[Event]) -> None:
         if self._section == section:

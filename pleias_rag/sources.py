@@ -74,7 +74,9 @@ def make_sources(
             out.append(item)
         elif isinstance(item, str):
             if not item.strip():
-                raise ValueError(f"source {i} is empty: give every source some text, or leave it out")
+                raise ValueError(
+                    f"source {i} is empty: give every source some text, or leave it out"
+                )
             sid = (id_function or source_id)(item)
             out.append(Source(text=item, id=sid))
         else:

@@ -144,7 +144,7 @@ class SourceText:
             pos = m.end
         kind = max((m.kind for m in matches), key=_RANK.__getitem__)
         weights = [len(p) for p in pieces]
-        score = sum(m.score * w for m, w in zip(matches, weights)) / sum(weights)
+        score = sum(m.score * w for m, w in zip(matches, weights, strict=True)) / sum(weights)
         return QuoteMatch(kind, round(score, 4), matches[0].start, matches[-1].end)
 
 
