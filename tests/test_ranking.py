@@ -1,0 +1,28 @@
+from pleias_rag import Source, parse_response
+from pleias_rag.ranking import cited_uses, source_uses
+
+A, B, C, D = (Source(t) for t in ("Alpha text here.", "Beta text here.", "Gamma.", "Delta."))
+
+
+def test_cited_then_mentioned_then_unused() -> None:
+    raw = (
+        f"**{C.id}** and **{B.id}** matter.<|source_analysis_end|><|answer_start|>"
+        f'x<ref name="{B.id}">"Beta text"</ref> y<ref name="{A.id}">"Gamma."</ref>.<|answer_end|>'
+    )
+    ans = parse_response(raw, [A, B, C, D])
+    uses = source_uses(ans)
+    assert [u.source for u in uses] == [B, A, C, D]
+    assert [u.score for u in uses] == [1.0, 1.0, 0.5, 0.0]
+    assert [u.rank for u in uses] == [0, 1, 2, 3]
+    assert uses[1].citations[0].status == "misattributed"
+    (b, a) = cited_uses(ans)
+    assert b.annotations()["citations"][0]["start"] == 0
+    assert b.annotations()["citations"][0]["quote"] == "Beta text"
+    assert a.source is A
+
+
+def test_unknown_ids_never_attach_to_a_source() -> None:
+    raw = '<|answer_start|>x<ref name="ffffffffffffffff">"Alpha text"</ref>.'
+    ans = parse_response(raw, [A, B])
+    assert cited_uses(ans) == []
+    assert all(not u.cited for u in source_uses(ans))
