@@ -8,7 +8,9 @@ from pathlib import Path
 from pleias_rag import Source
 
 _NUMBERED = re.compile(r"<\|source_start\|><\|source_id\|>(\d+) (.*?)<\|source_end\|>", re.S)
-_MARKDOWN = re.compile(r"^\*\*([0-9a-z]{16})\*\*\n(.*?)(?=^\*\*[0-9a-z]{16}\*\*$|^### )", re.S | re.M)
+_MARKDOWN = re.compile(
+    r"^\*\*([0-9a-z]{16})\*\*\n(.*?)(?=^\*\*[0-9a-z]{16}\*\*$|^### )", re.S | re.M
+)
 
 
 def corpus_sources(prompt: Path) -> list[Source]:
@@ -30,6 +32,7 @@ def corpus_sources(prompt: Path) -> list[Source]:
     for sid, body in _MARKDOWN.findall(text):
         joined.setdefault(sid, []).append(body.strip())
     return [Source("\n".join(parts), id=sid) for sid, parts in joined.items()]
+
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "pleias-outputs"
 CORPUS_FILES = sorted(CORPUS.glob("[0-9][0-9].txt"))

@@ -25,7 +25,9 @@ def ref(src: Source | str, quote: str) -> str:
 
 
 def hash_output(answer: str, analysis: str = "Analysis.") -> str:
-    return f"{analysis}<|source_analysis_end|>\n<|answer_start|>{answer}<|answer_end|><|end_of_text|>"
+    return (
+        f"{analysis}<|source_analysis_end|>\n<|answer_start|>{answer}<|answer_end|><|end_of_text|>"
+    )
 
 
 def test_verified_citation_with_offsets() -> None:
@@ -59,7 +61,7 @@ def test_integer_ids_are_not_positions_in_the_hash_dialect() -> None:
     raw = hash_output(f"Paris{ref('2', 'capital and most populous')}.")
     (c,) = parse_response(raw, [A, B, C], "hash").citations
     assert c.status == "unknown_source" and c.source is None
-    numbered = f"<|answer_start|>Paris<ref name=\"<|source_id|>3\">capital and most populous</ref>."
+    numbered = '<|answer_start|>Paris<ref name="<|source_id|>3">capital and most populous</ref>.'
     (n,) = parse_response(numbered, [A, B, C], "numbered").citations
     assert n.source is C and n.status == "verified" and n.source_id == "3"
 

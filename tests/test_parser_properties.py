@@ -1,9 +1,9 @@
 """Property tests: the parser never raises, and streaming equals one-shot parsing."""
 
+from corpus_sources import CORPUS_FILES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corpus_sources import CORPUS_FILES
 from pleias_rag import AnswerDelta, PleiasAnswer, Source, StreamParser, parse_response
 
 CORPUS_TEXTS = [p.read_text() for p in CORPUS_FILES]
@@ -11,7 +11,8 @@ SOURCES = [Source("Memes are a pain. Or so at least a glance"), Source("The cour
 
 PIECES = [
     "<|source_analysis_start|>", "<|source_analysis_end|>", "<|answer_start|>", "<|answer_end|>",
-    "<|language_end|>", "<|query_report_start|>", "<|draft_end|>", "<|source_id|>", "<|end_of_text|>",
+    "<|language_end|>", "<|query_report_start|>", "<|draft_end|>", "<|source_id|>",
+    "<|end_of_text|>",
     '<ref name="', '">', "</ref>", "<ref", "<|", "|>", "**", '"', "“", "(…)", "### Answer ###",
     "#END#", "</s>", "<", "#", " ", "\n", "Memes are a pain", "770", "1",
 ]  # fmt: skip
@@ -36,7 +37,9 @@ def streamed(text: str, cuts: list[int], sources: list[Source]) -> tuple[PleiasA
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(fragments, st.lists(st.integers(min_value=0, max_value=10_000), max_size=12))
-def test_arbitrary_output_never_raises_and_streams_the_same(parts: list[str], cuts: list[int]) -> None:
+def test_arbitrary_output_never_raises_and_streams_the_same(
+    parts: list[str], cuts: list[int]
+) -> None:
     text = "".join(parts)
     one = parse_response(text, SOURCES)
     two, deltas = streamed(text, cuts, SOURCES)
@@ -51,7 +54,7 @@ def test_arbitrary_output_never_raises_and_streams_the_same(parts: list[str], cu
     st.sampled_from(CORPUS_TEXTS),
     st.integers(min_value=0, max_value=10_000),
     st.integers(min_value=0, max_value=10_000),
-    st.sampled_from(PIECES + [""]),
+    st.sampled_from([*PIECES, ""]),
     st.lists(st.integers(min_value=0, max_value=10_000), max_size=20),
 )
 def test_mutated_corpus_outputs(text: str, a: int, b: int, insert: str, cuts: list[int]) -> None:
