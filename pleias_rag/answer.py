@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -149,57 +148,34 @@ class PleiasAnswer:
     def to_markdown(self) -> str:
         """The answer with Markdown footnotes ``[^n]`` listing each source and its quotes."""
         body = self.answer
-        for c in sorted(_first_per_number(self.citations), key=lambda c: -c.number):
+        for c in sorted(first_per_number(self.citations), key=lambda c: -c.number):
             body = body.replace(c.marker, f"[^{c.number}]")
         notes = []
-        for number, cites in _by_number(self.citations).items():
-            head = _label(cites[0])
+        for number, cites in by_number(self.citations).items():
+            head = label(cites[0])
             quotes = "; ".join(f'"{c.quote}"' + _flag(c) for c in cites)
             notes.append(f"[^{number}]: {head}: {quotes}")
         return body + ("\n\n" + "\n".join(notes) if notes else "")
 
     def to_html(self) -> str:
         """The answer as an HTML fragment: linked markers, and each source with its quotes."""
-        parts: list[str] = []
-        pos = 0
-        for c in sorted(self.citations, key=lambda c: c.start):
-            if c.start < pos:
-                continue  # the same marker carries several quotes
-            parts.append(html.escape(self.answer[pos : c.start]))
-            parts.append(
-                f'<sup class="pleias-cite pleias-{c.status}"><a href="#pleias-src-{c.number}">'
-                f"[{c.number}]</a></sup>"
-            )
-            pos = c.end
-        parts.append(html.escape(self.answer[pos:]))
-        answer_html = "".join(parts).replace("\n\n", "</p>\n<p>")
-        items = []
-        for number, cites in _by_number(self.citations).items():
-            quotes = "".join(
-                f'<blockquote class="pleias-{c.status}">{html.escape(c.quote)}'
-                f"<footer>{html.escape(c.status)} ({c.match}, {c.score:.2f})</footer></blockquote>"
-                for c in cites
-            )
-            items.append(
-                f'<li id="pleias-src-{number}"><strong>{html.escape(_label(cites[0]))}</strong>'
-                f"{quotes}</li>"
-            )
-        sources = f'<ol class="pleias-sources">{"".join(items)}</ol>' if items else ""
-        return f'<div class="pleias-answer"><p>{answer_html}</p>{sources}</div>'
+        from .html import answer_fragment
+
+        return answer_fragment(self)
 
 
-def _by_number(citations: tuple[Citation, ...]) -> dict[int, list[Citation]]:
+def by_number(citations: tuple[Citation, ...]) -> dict[int, list[Citation]]:
     out: dict[int, list[Citation]] = {}
     for c in citations:
         out.setdefault(c.number, []).append(c)
     return dict(sorted(out.items()))
 
 
-def _first_per_number(citations: tuple[Citation, ...]) -> list[Citation]:
-    return [cites[0] for cites in _by_number(citations).values()]
+def first_per_number(citations: tuple[Citation, ...]) -> list[Citation]:
+    return [cites[0] for cites in by_number(citations).values()]
 
 
-def _label(c: Citation) -> str:
+def label(c: Citation) -> str:
     src = c.source
     if src is None:
         return f"{c.source_id} (unknown source)"

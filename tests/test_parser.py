@@ -153,7 +153,7 @@ def test_markdown_and_html_rendering() -> None:
     assert f'[^1]: {B.id}: "designed and built"' in md
     assert f'[^2]: {A.id} — T: "x <y>" (unverified)' in md
     html = ans.to_html()
-    assert 'href="#pleias-src-1"' in html and "x &lt;y&gt;" in html
+    assert 'href="#src-1"' in html and "x &lt;y&gt;" in html
     assert "pleias-unverified" in html
 
 

@@ -1,0 +1,97 @@
+"""A standalone HTML page of an answer: each marker links to its source, quotes highlighted."""
+
+from __future__ import annotations
+
+import html
+
+from .answer import Citation, PleiasAnswer, by_number, label
+from .ranking import cited_uses
+
+_CSS = """
+body{font:16px/1.55 system-ui,sans-serif;max-width:50rem;margin:2rem auto;padding:0 1rem;color:#222}
+h1{font-size:1.3rem} .answer{background:#f6f8fa;padding:1rem 1.2rem;border-radius:8px}
+sup a{text-decoration:none;font-weight:600} .source{border-left:4px solid #8ab;margin:1.2rem 0;
+padding:.2rem 1rem} .source pre{white-space:pre-wrap;font:inherit} mark{background:#ffe58a}
+.badge{font-size:.8rem;padding:.1rem .4rem;border-radius:4px;margin-left:.4rem}
+.verified{background:#d5f5dc} .unverified,.unknown_source{background:#ffd6d6}
+.misattributed{background:#ffe8c2} .meta{color:#666;font-size:.9rem}
+"""
+
+
+def render_page(answer: PleiasAnswer, *, query: str | None = None) -> str:
+    """The whole HTML document for ``answer`` (``query`` shown as the heading)."""
+    title = html.escape(query or "Answer")
+    body = [f"<h1>{title}</h1>", f'<div class="answer">{_answer_html(answer)}</div>']
+    for use in cited_uses(answer):
+        number = use.citations[0].number
+        src = use.source
+        label = html.escape(str(src.metadata.get("file") or src.title or src.id))
+        url = src.url
+        link = f' <a href="{html.escape(url)}">{html.escape(url)}</a>' if url else ""
+        badges = "".join(
+            f'<span class="badge {c.status}">[{c.number}] {c.status}</span>' for c in use.citations
+        )
+        body.append(
+            f'<section class="source" id="src-{number}"><h2>[{number}] {label}{link}</h2>'
+            f'<div class="meta">id {html.escape(src.id)}{badges}</div>'
+            f"<pre>{_highlight(src.text, use.citations)}</pre></section>"
+        )
+    unknown = [c for c in answer.citations if c.source is None]
+    if unknown:
+        items = "".join(
+            f"<li>[{c.number}] id {html.escape(c.source_id)}: “{html.escape(c.quote)}”</li>"
+            for c in unknown
+        )
+        body.append(
+            f'<section class="source unknown_source"><h2>Unknown sources</h2><ul>{items}</ul>'
+        )
+        body.append("</section>")
+    return (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>{title}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
+
+
+def answer_fragment(answer: PleiasAnswer) -> str:
+    """The answer with linked markers, then each cited source with its quotes and statuses."""
+    items = []
+    for number, cites in by_number(answer.citations).items():
+        quotes = "".join(
+            f'<blockquote class="pleias-{c.status}">{html.escape(c.quote)}'
+            f"<footer>{html.escape(c.status)} ({c.match}, {c.score:.2f})</footer></blockquote>"
+            for c in cites
+        )
+        items.append(
+            f'<li id="src-{number}"><strong>{html.escape(label(cites[0]))}</strong>{quotes}</li>'
+        )
+    sources = f'<ol class="pleias-sources">{"".join(items)}</ol>' if items else ""
+    return f'<div class="pleias-answer">{_answer_html(answer)}{sources}</div>'
+
+
+def _answer_html(answer: PleiasAnswer) -> str:
+    parts, pos = [], 0
+    for c in sorted(answer.citations, key=lambda c: c.start):
+        if c.start < pos:
+            continue
+        parts.append(html.escape(answer.answer[pos : c.start]))
+        parts.append(f'<sup><a class="{c.status}" href="#src-{c.number}">[{c.number}]</a></sup>')
+        pos = c.end
+    parts.append(html.escape(answer.answer[pos:]))
+    return "<p>" + "".join(parts).replace("\n\n", "</p><p>") + "</p>"
+
+
+def _highlight(text: str, citations: tuple[Citation, ...]) -> str:
+    spans = sorted(
+        (c.source_start, c.source_end, c.number)
+        for c in citations
+        if c.source_start is not None and c.source_end is not None
+    )
+    out, pos = [], 0
+    for start, end, number in spans:
+        if start < pos:
+            continue  # overlapping quotes: the first one is highlighted
+        out.append(html.escape(text[pos:start]))
+        out.append(f'<mark title="[{number}]">{html.escape(text[start:end])}</mark>')
+        pos = end
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
