@@ -34,7 +34,7 @@ def render_page(answer: PleiasAnswer, *, query: str | None = None) -> str:
         body.append(
             f'<section class="source" id="src-{number}"><h2>[{number}] {label}{link}</h2>'
             f'<div class="meta">id {html.escape(src.id)}{badges}</div>'
-            f"<pre>{_highlight(src.text, use.citations)}</pre></section>"
+            f"<pre>{_highlight(src.text, use.citations)}</pre>{_unplaced(use.citations)}</section>"
         )
     unknown = [c for c in answer.citations if c.source is None]
     if unknown:
@@ -78,6 +78,18 @@ def _answer_html(answer: PleiasAnswer) -> str:
         pos = c.end
     parts.append(html.escape(answer.answer[pos:]))
     return "<p>" + "".join(parts).replace("\n\n", "</p><p>") + "</p>"
+
+
+def _unplaced(citations: tuple[Citation, ...]) -> str:
+    """Quotes that could not be highlighted in the source, with where they really are."""
+    items = []
+    for c in citations:
+        if c.source_start is not None:
+            continue
+        where = ", ".join(html.escape(str(s.metadata.get("file") or s.id)) for s in c.found_in)
+        note = f" — found in {where}" if where else ""
+        items.append(f"<li>[{c.number}] “{html.escape(c.quote)}” ({c.status}{note})</li>")
+    return f'<ul class="unplaced">{"".join(items)}</ul>' if items else ""
 
 
 def _highlight(text: str, citations: tuple[Citation, ...]) -> str:
