@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny real models (built once, cached on disk) and the corpus folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Never reach the Hugging Face hub: every model the tests use is built locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DIALECTS = ("hash", "numbered")
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model_hash() -> Path:
+    from pleias_rag.testing import cached_random_model
+
+    return cached_random_model("hash")
+
+
+@pytest.fixture(scope="session")
+def tiny_random_model_numbered() -> Path:
+    from pleias_rag.testing import cached_random_model
+
+    return cached_random_model("numbered")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model_hash() -> Path:
+    from pleias_rag.testing import cached_trained_model
+
+    return cached_trained_model("hash")
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_model_numbered() -> Path:
+    from pleias_rag.testing import cached_trained_model
+
+    return cached_trained_model("numbered")
+
+
+@pytest.fixture(scope="session", params=DIALECTS)
+def tiny_trained_model(request: pytest.FixtureRequest) -> tuple[str, Path]:
+    """``(dialect, model folder)`` for each dialect."""
+    dialect: str = request.param
+    path: Path = request.getfixturevalue(f"tiny_trained_model_{dialect}")
+    return dialect, path
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    """Real Pleias outputs, kept beside the project in ``../shared`` (not copied)."""
+    return Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "pleias-outputs"
