@@ -1,0 +1,380 @@
+"""LlamaIndex objects to and from pleias_rag sources and answers, and model resolution.
+
+Nodes become :class:`pleias_rag.Source` objects whose ``ref`` is a :class:`NodeRef` (the
+original ``NodeWithScore`` and where its body starts in the source text), so a citation maps
+back to the exact node it came from, offsets included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    CitableBlock,
+    CitationBlock,
+    MessageRole,
+    TextBlock,
+)
+from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, NodeWithScore
+
+from pleias_rag import Citation, PleiasAnswer, Source
+from pleias_rag.fallback import visible_text
+from pleias_rag.ranking import SourceUse
+
+if TYPE_CHECKING:
+    from pleias_rag.generation import Backend
+
+logger = logging.getLogger(__name__)
+
+#: Metadata key of the citation annotations on returned nodes (kept out of LLM/embed text).
+PLEIAS_METADATA_KEY = "pleias_citations"
+#: Generation keyword arguments every backend takes.
+GEN_KWARGS = ("max_new_tokens", "temperature", "top_p", "seed", "stop")
+#: The model used when none is named.
+DEFAULT_MODEL = "PleIAs/Pleias-RAG-350M"
+
+MetadataHeader: TypeAlias = bool | Sequence[str] | Callable[[BaseNode], str]
+OnInvalid: TypeAlias = Literal["skip", "raise"]
+ModelLike: TypeAlias = "str | os.PathLike[str] | Backend"
+
+
+# --------------------------------------------------------------------------- models
+
+
+def is_backend(obj: object) -> bool:
+    """Whether ``obj`` has the :class:`pleias_rag.generation.Backend` interface."""
+    return all(callable(getattr(obj, name, None)) for name in ("answer", "stream", "aanswer"))
+
+
+def resolve_backend(
+    model: ModelLike,
+    *,
+    dialect: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+) -> Backend:
+    """A backend for ``model``: a name or path is loaded (lazily, weights shared) with
+    ``PleiasModel.from_pretrained``; an object with the Backend interface is used as is."""
+    if isinstance(model, (str, os.PathLike)):
+        from pleias_rag.local import PleiasModel
+
+        return PleiasModel.from_pretrained(
+            os.fspath(model), dialect=dialect, device=device, dtype=dtype
+        )
+    if is_backend(model):
+        return model
+    raise TypeError(
+        f"model must be a model name, a local path or a pleias_rag backend "
+        f"(answer/stream/aanswer...), got {type(model).__name__}"
+    )
+
+
+def gen_kwargs(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Generation kwargs: ``defaults`` (None values left out) updated with per-call ones.
+
+    ``max_tokens`` is accepted as an alias of ``max_new_tokens``; any other unknown key is an
+    error rather than silently ignored.
+    """
+    out = {k: v for k, v in defaults.items() if v is not None}
+    for key, value in overrides.items():
+        name = "max_new_tokens" if key == "max_tokens" else key
+        if name not in GEN_KWARGS:
+            raise TypeError(
+                f"unexpected keyword argument {key!r}: generation takes {', '.join(GEN_KWARGS)}"
+                " (and sources=...)"
+            )
+        if value is not None:
+            out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """What a :class:`~pleias_rag.Source` made from a node points back to.
+
+    Attributes:
+        node: the original node with its retrieval score.
+        offset: where the node body starts in the source text (the length of the metadata
+            header put before it, 0 without one).
+    """
+
+    node: NodeWithScore
+    offset: int = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node.node_id
+
+
+@dataclass
+class NodeSources:
+    """Nodes converted to sources: what goes in the prompt, and what was left out and why."""
+
+    sources: list[Source] = field(default_factory=list)
+    skipped: list[tuple[NodeWithScore, str]] = field(default_factory=list)
+
+    @property
+    def skipped_node_ids(self) -> list[str]:
+        return [n.node.node_id for n, _ in self.skipped]
+
+
+def _is_image(node: BaseNode) -> bool:
+    return isinstance(node, ImageNode) or (
+        isinstance(node, Node) and node.image_resource is not None
+    )
+
+
+def node_body(node: BaseNode) -> str | None:
+    """The node's own text (``get_content(MetadataMode.NONE)``), or None when it has none.
+
+    An image node is read by its text (caption, OCR) when it has some: the model reads text only.
+    """
+    text = node.get_content(metadata_mode=MetadataMode.NONE)
+    if not isinstance(text, str) or not text.strip():
+        return None
+    return text
+
+
+def _header(node: BaseNode, header: MetadataHeader) -> str:
+    if header is False:
+        return ""
+    if header is True:
+        text = node.get_metadata_str(mode=MetadataMode.LLM)
+    elif callable(header):
+        text = header(node)
+    elif isinstance(header, str):
+        raise TypeError("metadata_header takes a list of keys, not a single string")
+    else:
+        text = "\n".join(f"{k}: {node.metadata[k]}" for k in header if k in node.metadata)
+    text = text.strip()
+    return text + "\n\n" if text else ""
+
+
+def _as_node_with_score(item: object, i: int) -> NodeWithScore:
+    if isinstance(item, NodeWithScore):
+        return item
+    if isinstance(item, BaseNode):
+        return NodeWithScore(node=item)
+    raise TypeError(f"node {i} is a {type(item).__name__}; give NodeWithScore or node objects")
+
+
+def nodes_to_sources(
+    nodes: Iterable[NodeWithScore | BaseNode],
+    *,
+    metadata_header: MetadataHeader = False,
+    on_invalid: OnInvalid = "skip",
+) -> NodeSources:
+    """Turn nodes into sources, in order.
+
+    The source text is the node body, after an optional metadata header (``True``: the node's
+    ``MetadataMode.LLM`` metadata string; a list of keys; or a callable). A node seen twice
+    (same node id) is sent once. A node without text (empty, or an image without caption) is
+    skipped with a warning, or raises ``ValueError`` when ``on_invalid="raise"``.
+    """
+    out = NodeSources()
+    seen: set[str] = set()
+    for i, item in enumerate(nodes):
+        nws = _as_node_with_score(item, i)
+        node = nws.node
+        if node.node_id in seen:
+            continue  # the same node twice: sent once, cited once
+        body = node_body(node)
+        if body is None:
+            kind = "image node without text" if _is_image(node) else "node without text"
+            reason = f"{kind} (Pleias models read text only)"
+            if on_invalid == "raise":
+                raise ValueError(f"node {i} ({node.node_id}): {reason}")
+            logger.warning("skipping node %s: %s", node.node_id, reason)
+            out.skipped.append((nws, reason))
+            continue
+        seen.add(node.node_id)
+        head = _header(node, metadata_header)
+        metadata = {k: v for k, v in node.metadata.items() if k != PLEIAS_METADATA_KEY}
+        out.sources.append(Source(head + body, metadata=metadata, ref=NodeRef(nws, len(head))))
+    return out
+
+
+def to_sources(items: Iterable[object] | None) -> list[Source]:
+    """Sources from strings, ``Source``, nodes, ``NodeWithScore`` or ``CitableBlock`` objects."""
+    if items is None:
+        return []
+    if isinstance(items, (str, bytes)):
+        raise TypeError("sources must be a list, not a single string")
+    out: list[Source] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Source):
+            out.append(item)
+        elif isinstance(item, str):
+            if not item.strip():
+                raise ValueError(f"source {i} is empty: give every source some text")
+            out.append(Source(item))
+        elif isinstance(item, CitableBlock):
+            out.append(citable_to_source(item))
+        elif isinstance(item, (NodeWithScore, BaseNode)):
+            converted = nodes_to_sources([item], on_invalid="raise")
+            out.extend(converted.sources)
+        else:
+            raise TypeError(
+                f"source {i} is a {type(item).__name__}; give str, pleias_rag.Source, "
+                "a node, a NodeWithScore or a CitableBlock"
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- chat blocks
+
+
+def citable_to_source(block: CitableBlock) -> Source:
+    """A ``CitableBlock`` as a source: its text blocks joined; title and source kept."""
+    text = "\n".join(b.text for b in block.content if isinstance(b, TextBlock))
+    if not text.strip():
+        raise ValueError(f"CitableBlock {block.title!r} has no text (Pleias models read text only)")
+    metadata: dict[str, Any] = {"title": block.title, "source": block.source}
+    if block.source.startswith(("http://", "https://")):
+        metadata["url"] = block.source
+    return Source(text, metadata=metadata, ref=block)
+
+
+def chat_inputs(messages: Sequence[ChatMessage]) -> tuple[str, list[Source]]:
+    """The query (text of the last user message) and the sources (every ``CitableBlock`` of
+    the conversation, in order; identical ones once)."""
+    query: str | None = None
+    for message in reversed(messages):
+        if message.role == MessageRole.USER:
+            query = "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
+            break
+    if query is None or not query.strip():
+        raise ValueError("chat needs a user message with text: it is the query")
+    sources: list[Source] = []
+    seen: set[tuple[str, str, str]] = set()
+    for message in messages:
+        for block in message.blocks:
+            if isinstance(block, CitableBlock):
+                src = citable_to_source(block)
+                key = (src.text, block.title, block.source)
+                if key not in seen:
+                    seen.add(key)
+                    sources.append(src)
+    return query, sources
+
+
+def citation_blocks(answer: PleiasAnswer) -> list[CitationBlock]:
+    """One ``CitationBlock`` per citation of a known source (unknown ids give none).
+
+    ``additional_location_info`` holds ``start_char_index``/``end_char_index`` (the quote in
+    the source text, when found), ``answer_start_index``/``answer_end_index`` (the ``[n]``
+    marker in the answer) and ``citation_number``.
+    """
+    blocks = []
+    for c in answer.citations:
+        src = c.source
+        if src is None:
+            continue
+        ref = src.ref
+        if isinstance(ref, CitableBlock):
+            source, title = ref.source, ref.title
+        elif isinstance(ref, NodeRef):
+            source, title = ref.node_id, src.title or ""
+        else:
+            source, title = src.url or src.id, src.title or ""
+        start, end = node_span(src, c.source_start, c.source_end)
+        location = {
+            "start_char_index": start,
+            "end_char_index": end,
+            "answer_start_index": c.start,
+            "answer_end_index": c.end,
+            "citation_number": c.number,
+        }
+        blocks.append(
+            CitationBlock(
+                cited_content=TextBlock(text=c.quote),
+                source=source,
+                title=title,
+                additional_location_info={k: v for k, v in location.items() if v is not None},
+            )
+        )
+    return blocks
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def node_span(source: Source, start: int | None, end: int | None) -> tuple[int | None, int | None]:
+    """Offsets in the source text → offsets in the node body (None when in the header)."""
+    offset = source.ref.offset if isinstance(source.ref, NodeRef) else 0
+    if start is None or end is None or start < offset:
+        return None, None
+    return start - offset, end - offset
+
+
+def node_ids(sources: Iterable[Source]) -> list[str]:
+    """Node ids behind these sources, in order, each once."""
+    out: dict[str, None] = {}
+    for s in sources:
+        if isinstance(s.ref, NodeRef):
+            out.setdefault(s.ref.node_id)
+    return list(out)
+
+
+def citation_dict(c: Citation) -> dict[str, Any]:
+    """``Citation.to_dict()`` plus the cited node ids and the quote's offsets in the node body."""
+    data = c.to_dict()
+    src = c.source
+    start, end = (None, None) if src is None else node_span(src, c.source_start, c.source_end)
+    data.update(
+        node_ids=node_ids(c.sources),
+        node_start=start,
+        node_end=end,
+        found_in_node_ids=node_ids(c.found_in),
+    )
+    return data
+
+
+def final_delta(answer: PleiasAnswer, streamed: str) -> str:
+    """What a stream adds once it ends: nothing, or the fallback text of
+    :func:`pleias_rag.fallback.visible_text` when the model wrote no answer section."""
+    full = visible_text(answer)
+    return full[len(streamed) :] if full.startswith(streamed) else ""
+
+
+def answer_kwargs(answer: PleiasAnswer) -> dict[str, Any]:
+    """JSON-ready description of an answer, for ``additional_kwargs`` and ``metadata``."""
+    return {
+        "citations": [citation_dict(c) for c in answer.citations],
+        "source_analysis": answer.source_analysis,
+        "sections": dict(answer.sections),
+        "mentioned_ids": list(answer.mentioned_ids),
+        "finish_reason": answer.finish_reason,
+        "dialect": answer.dialect,
+        "dropped_source_ids": list(answer.dropped_source_ids),
+        "truncated_source_ids": list(answer.truncated_source_ids),
+        "prompt_tokens": answer.prompt_tokens,
+        "completion_tokens": answer.completion_tokens,
+    }
+
+
+def annotated_copy(use: SourceUse) -> NodeWithScore:
+    """A deep copy of the node behind ``use`` (same node id and score) with its citations in
+    ``metadata[PLEIAS_METADATA_KEY]``, a key kept out of the LLM and embedding text."""
+    ref = use.source.ref
+    if not isinstance(ref, NodeRef):
+        raise TypeError("this source was not made from a node")
+    copy = ref.node.model_copy(deep=True)
+    info = use.annotations()
+    for entry, c in zip(info["citations"], use.citations, strict=True):
+        entry["start"], entry["end"] = node_span(use.source, c.source_start, c.source_end)
+    info.update(node_id=ref.node_id, rank=use.rank, mentioned=use.mentioned)
+    node = copy.node
+    node.metadata[PLEIAS_METADATA_KEY] = info
+    for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
+        if PLEIAS_METADATA_KEY not in keys:
+            keys.append(PLEIAS_METADATA_KEY)
+    return copy

@@ -1,0 +1,228 @@
+"""``CitationGroundingEvaluator``: are the citations of an answer grounded? No judge LLM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from llama_index.core.base.response.schema import RESPONSE_TYPE, Response
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.evaluation import BaseEvaluator, EvaluationResult
+from llama_index.core.prompts.mixin import PromptDictType
+from llama_index.core.schema import MetadataMode
+
+from pleias_rag import Source, parse_response
+from pleias_rag.verify import locate_quote
+
+
+class GroundingResult(EvaluationResult):
+    """An ``EvaluationResult`` with one check per citation in ``checks``.
+
+    Each check has ``number``, ``source_id``, ``quote``, ``grounded`` (bool), ``reason``,
+    ``cited`` (the node ids or context indexes cited), ``match``, ``start``/``end`` (the quote in
+    the cited text, when found) and ``found_in`` (where else the quote is, when misattributed).
+    """
+
+    checks: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    number: int
+    source_id: str
+    quote: str
+    cited: list[tuple[str, str | None]]  # (label, text); empty when the id is no source
+    found_in: list[str]
+
+
+class CitationGroundingEvaluator(BaseEvaluator):
+    """Deterministic grounding check of cited answers: no judge LLM, no network.
+
+    A citation is grounded when its id is a real source and its quote is found in that source
+    (exact, normalized, piecewise over ``(…)`` elisions, or fuzzy unless ``fuzzy=False``).
+    The score is the grounded fraction of citations; the result passes when the score reaches
+    ``threshold`` (an answer without citations passes only with ``require_citations=False``).
+    ``feedback`` has one line per citation, and ``checks`` the same as data.
+
+    Two inputs work:
+
+    - ``evaluate_response(response=...)`` with a ``Response`` of :class:`PleiasSynthesizer`:
+      every citation's node ids must be among ``response.source_nodes``, and the quote must be
+      found again in that node's body (``get_content(MetadataMode.NONE)``), independently of
+      what the synthesizer recorded;
+    - ``evaluate(response=raw_output, contexts=[...])`` with the model's raw output (its
+      ``<ref>`` tags) and the source texts in prompt order.
+
+    Args:
+        fuzzy: accept fuzzy matches of the quote (OCR noise, small edits).
+        require_citations: an answer with no citation fails (score 0) instead of passing.
+        threshold: the score needed to pass (1.0: every citation grounded).
+
+    Example:
+        >>> from llama_index_pleias import CitationGroundingEvaluator
+        >>> text = "The Eiffel Tower was completed in 1889."
+        >>> from pleias_rag import source_id
+        >>> raw = (
+        ...     "<|source_analysis_end|><|answer_start|>In 1889"
+        ...     f'<ref name="{source_id(text)}">"completed in 1889"</ref>.<|answer_end|>'
+        ... )
+        >>> result = CitationGroundingEvaluator().evaluate(response=raw, contexts=[text])
+        >>> result.passing, result.score
+        (True, 1.0)
+    """
+
+    def __init__(
+        self, *, fuzzy: bool = True, require_citations: bool = True, threshold: float = 1.0
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+        self.fuzzy = fuzzy
+        self.require_citations = require_citations
+        self.threshold = threshold
+
+    def _get_prompts(self) -> PromptDictType:
+        return {}
+
+    def _update_prompts(self, prompts_dict: PromptDictType) -> None:
+        pass
+
+    # -- entry points (all synchronous work, no event loop needed) --
+
+    def evaluate(
+        self,
+        query: str | None = None,
+        response: str | None = None,
+        contexts: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> GroundingResult:
+        """Check a raw Pleias output (with its ``<ref>`` tags) against the source texts."""
+        if response is None or contexts is None:
+            return _invalid(query, response, "give the raw model output and the contexts")
+        sources = [Source(c) for c in contexts if c.strip()]
+        labels = {id(s): str(i) for i, s in enumerate(sources)}
+        answer = parse_response(response, sources)
+        items = [
+            _Item(
+                c.number,
+                c.source_id,
+                c.quote,
+                [(labels[id(s)], s.text) for s in c.sources],
+                [labels[id(s)] for s in c.found_in],
+            )
+            for c in answer.citations
+        ]
+        return self._result(query, answer.answer, list(contexts), items)
+
+    async def aevaluate(
+        self,
+        query: str | None = None,
+        response: str | None = None,
+        contexts: Sequence[str] | None = None,
+        **kwargs: Any,
+    ) -> GroundingResult:
+        return self.evaluate(query, response, contexts, **kwargs)
+
+    def evaluate_response(
+        self, query: str | None = None, response: RESPONSE_TYPE | None = None, **kwargs: Any
+    ) -> GroundingResult:
+        """Check a ``Response`` of :class:`PleiasSynthesizer` against its source nodes."""
+        if not isinstance(response, Response):
+            return _invalid(query, None, "give a (non-streaming) Response of PleiasSynthesizer")
+        citations = (response.metadata or {}).get("citations")
+        if citations is None:
+            return _invalid(
+                query, response.response, "the response has no Pleias citations metadata"
+            )
+        bodies = {
+            n.node.node_id: n.node.get_content(metadata_mode=MetadataMode.NONE)
+            for n in response.source_nodes
+        }
+        items = []
+        for c in citations:
+            ids = list(c.get("node_ids") or [])
+            cited = [(i, bodies.get(i)) for i in ids]
+            found_in = [str(i) for i in c.get("found_in_node_ids") or []]
+            items.append(
+                _Item(int(c["number"]), str(c["source_id"]), str(c["quote"]), cited, found_in)
+            )
+        return self._result(query, response.response, list(bodies.values()), items)
+
+    async def aevaluate_response(
+        self, query: str | None = None, response: RESPONSE_TYPE | None = None, **kwargs: Any
+    ) -> GroundingResult:
+        return self.evaluate_response(query, response, **kwargs)
+
+    # -- the check --
+
+    def _check(self, item: _Item) -> dict[str, Any]:
+        check: dict[str, Any] = {
+            "number": item.number,
+            "source_id": item.source_id,
+            "quote": item.quote,
+            "cited": [label for label, _ in item.cited],
+            "grounded": False,
+            "match": "none",
+            "start": None,
+            "end": None,
+            "found_in": item.found_in,
+        }
+        texts = [(label, text) for label, text in item.cited if text is not None]
+        if not item.cited:
+            check["reason"] = f"id {item.source_id!r} is not one of the sources"
+            return check
+        if len(texts) < len(item.cited):
+            missing = [label for label, text in item.cited if text is None]
+            check["reason"] = f"cited node(s) {missing} are not in the response's source nodes"
+            return check
+        if not item.quote.strip():
+            check["reason"] = "empty quote"
+            return check
+        label, text = texts[0]
+        match = locate_quote(item.quote, text, fuzzy=self.fuzzy)
+        if match.found:
+            check.update(grounded=True, match=match.kind, start=match.start, end=match.end)
+            check["reason"] = f"quote found ({match.kind}, {match.score:.2f}) in {label}"
+        else:
+            check["reason"] = f"quote not found in {label}"
+            if item.found_in:
+                check["reason"] += f" (misattributed: it is in {', '.join(item.found_in)})"
+        return check
+
+    def _result(
+        self, query: str | None, answer: str | None, contexts: list[str], items: list[_Item]
+    ) -> GroundingResult:
+        checks = [self._check(item) for item in items]
+        grounded = sum(1 for c in checks if c["grounded"])
+        if checks:
+            score = grounded / len(checks)
+            passing = score >= self.threshold
+        else:
+            score = 0.0 if self.require_citations else 1.0
+            passing = not self.require_citations
+        lines = [
+            f"[{c['number']}] {'grounded' if c['grounded'] else 'NOT grounded'}: "
+            f"{c['quote']!r}: {c['reason']}"
+            for c in checks
+        ] or ["no citations"]
+        return GroundingResult(
+            query=query,
+            response=answer,
+            contexts=contexts,
+            passing=passing,
+            score=score,
+            feedback="\n".join(lines),
+            checks=checks,
+        )
+
+
+def _invalid(query: str | None, response: str | None, reason: str) -> GroundingResult:
+    return GroundingResult(
+        query=query,
+        response=response,
+        passing=False,
+        score=0.0,
+        invalid_result=True,
+        invalid_reason=reason,
+        feedback=reason,
+    )

@@ -1,0 +1,319 @@
+"""``PleiasLLM``: a Pleias RAG model as a LlamaIndex LLM."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+    TextBlock,
+)
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+
+from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer, Source
+from pleias_rag.fallback import visible_text
+
+from ._convert import (
+    DEFAULT_MODEL,
+    answer_kwargs,
+    chat_inputs,
+    citation_blocks,
+    final_delta,
+    gen_kwargs,
+    is_backend,
+    resolve_backend,
+    to_sources,
+)
+
+if TYPE_CHECKING:
+    from pleias_rag.generation import Backend
+
+
+class PleiasLLM(CustomLLM):
+    """A Pleias RAG model (local weights or any pleias_rag backend) as a LlamaIndex LLM.
+
+    The prompt of ``complete`` is the query; sources are given with ``sources=[...]`` (strings,
+    ``pleias_rag.Source``, nodes, ``NodeWithScore`` or ``CitableBlock`` objects). The response
+    text is the clean answer with ``[n]`` markers; ``additional_kwargs`` carries the checked
+    citations and the source analysis, and ``raw`` the :class:`pleias_rag.PleiasAnswer`.
+
+    ``chat`` answers the last user message, using every ``CitableBlock`` of the conversation as
+    a source; the answer message holds one ``TextBlock`` and one ``CitationBlock`` per citation.
+
+    A Pleias model is neither a chat model nor a function-calling model: use it as a
+    synthesizer (:class:`~llama_index_pleias.PleiasSynthesizer`) or behind a
+    ``QueryEngineTool``, never as an agent's brain.
+
+    Weights load on first use and are shared between instances of the same model.
+
+    Args:
+        model: a Hugging Face model id, a local folder, or an object with the
+            ``pleias_rag.generation.Backend`` interface (used as is).
+        dialect: ``hash`` or ``numbered``; detected from the model when None.
+        device: torch device for local weights (``cpu``, ``cuda``...).
+        dtype: torch dtype name for local weights (``float32``, ``bfloat16``...).
+        max_new_tokens: output token limit (per call: ``max_new_tokens=`` or ``max_tokens=``).
+        temperature: 0 is greedy decoding, as Pleias recommends.
+        top_p: nucleus sampling when temperature > 0.
+        seed: random seed for sampling.
+        stop: extra stop strings.
+
+    Example:
+        >>> from llama_index_pleias import PleiasLLM
+        >>> llm = PleiasLLM("PleIAs/Pleias-RAG-350M", max_new_tokens=512)  # nothing loads yet
+        >>> response = llm.complete(  # doctest: +SKIP
+        ...     "When was the Eiffel Tower completed?",
+        ...     sources=["The Eiffel Tower was completed in 1889."],
+        ... )
+        >>> response.text  # doctest: +SKIP
+        'The Eiffel Tower was completed in 1889[1].'
+    """
+
+    model: str = Field(default=DEFAULT_MODEL, description="Model id, folder or backend name.")
+    dialect: str | None = Field(default=None, description="Prompt dialect (hash/numbered).")
+    device: str | None = Field(default=None, description="Torch device for local weights.")
+    dtype: str | None = Field(default=None, description="Torch dtype for local weights.")
+    max_new_tokens: int = Field(default=1024, gt=0, description="Output token limit.")
+    temperature: float = Field(default=0.0, ge=0.0, description="0 means greedy decoding.")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling.")
+    seed: int | None = Field(default=None, description="Sampling seed.")
+    stop: list[str] | None = Field(default=None, description="Extra stop strings.")
+
+    _backend: Any = PrivateAttr(default=None)
+
+    def __init__(self, model: str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any):
+        backend = None
+        if isinstance(model, (str, os.PathLike)):
+            name = os.fspath(model)
+        elif is_backend(model):
+            backend = model
+            name = str(getattr(model, "model_name", type(model).__name__))
+        else:
+            raise TypeError(
+                "model must be a model name, a local path or a pleias_rag backend, "
+                f"got {type(model).__name__}"
+            )
+        super().__init__(model=name, **kwargs)
+        self._backend = backend
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "PleiasLLM"
+
+    @property
+    def backend(self) -> Backend:
+        """The generation backend (resolved on first use; local weights are shared)."""
+        if self._backend is None:
+            self._backend = resolve_backend(
+                self.model, dialect=self.dialect, device=self.device, dtype=self.dtype
+            )
+        backend: Backend = self._backend
+        return backend
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        backend = self.backend
+        return LLMMetadata(
+            context_window=backend.context_window,
+            num_output=self.max_new_tokens,
+            is_chat_model=False,
+            is_function_calling_model=False,
+            model_name=backend.model_name,
+        )
+
+    def with_settings(self, **settings: Any) -> PleiasLLM:
+        """A copy with other settings (validated), sharing this one's backend when resolved."""
+        unknown = set(settings) - set(type(self).model_fields)
+        if unknown:
+            raise TypeError(f"unknown PleiasLLM settings: {sorted(unknown)}")
+        current = {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name not in ("model", "messages_to_prompt", "completion_to_prompt", "output_parser")
+        }
+        same_model = all(settings.get(k, current[k]) == current[k] for k in _LOAD_SETTINGS)
+        model = self._backend if self._backend is not None and same_model else self.model
+        return type(self)(model, **{**current, **settings})
+
+    def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """This LLM's generation settings, updated with per-call ones."""
+        defaults = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+        return gen_kwargs(defaults, overrides)
+
+    def _prepare(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> _Call:
+        sources = to_sources(kwargs.pop("sources", None))
+        to_prompt = self.completion_to_prompt
+        query = prompt if formatted or to_prompt is None else to_prompt(prompt)
+        return _Call(query, sources, self.generation_kwargs(**kwargs))
+
+    def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Call:
+        query, sources = chat_inputs(messages)
+        sources += to_sources(kwargs.pop("sources", None))
+        return _Call(query, sources, self.generation_kwargs(**kwargs))
+
+    # -- completion --
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        call = self._prepare(prompt, formatted, kwargs)
+        return _completion(self.backend.answer(call.query, call.sources, **call.gen))
+
+    @llm_completion_callback()
+    async def acomplete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponse:
+        call = self._prepare(prompt, formatted, kwargs)
+        return _completion(await self.backend.aanswer(call.query, call.sources, **call.gen))
+
+    @llm_completion_callback()
+    def stream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseGen:
+        call = self._prepare(prompt, formatted, kwargs)
+        events = self.backend.stream(call.query, call.sources, **call.gen)
+
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for event in events:
+                out = _completion_chunk(event, text)
+                if out is not None:
+                    text = out.text
+                    yield out
+
+        return gen()
+
+    @llm_completion_callback()
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        call = self._prepare(prompt, formatted, kwargs)
+        events = self.backend.astream(call.query, call.sources, **call.gen)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            text = ""
+            async for event in events:
+                out = _completion_chunk(event, text)
+                if out is not None:
+                    text = out.text
+                    yield out
+
+        return gen()
+
+    # -- chat --
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        call = self._prepare_chat(messages, kwargs)
+        return _chat(self.backend.answer(call.query, call.sources, **call.gen))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        call = self._prepare_chat(messages, kwargs)
+        return _chat(await self.backend.aanswer(call.query, call.sources, **call.gen))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        call = self._prepare_chat(messages, kwargs)
+        events = self.backend.stream(call.query, call.sources, **call.gen)
+
+        def gen() -> ChatResponseGen:
+            text = ""
+            for event in events:
+                out = _chat_chunk(event, text)
+                if out is not None:
+                    text = out.message.content or ""
+                    yield out
+
+        return gen()
+
+    @llm_chat_callback()
+    async def astream_chat(
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> ChatResponseAsyncGen:
+        call = self._prepare_chat(messages, kwargs)
+        events = self.backend.astream(call.query, call.sources, **call.gen)
+
+        async def gen() -> ChatResponseAsyncGen:
+            text = ""
+            async for event in events:
+                out = _chat_chunk(event, text)
+                if out is not None:
+                    text = out.message.content or ""
+                    yield out
+
+        return gen()
+
+
+_LOAD_SETTINGS = ("dialect", "device", "dtype")
+
+
+class _Call:
+    __slots__ = ("gen", "query", "sources")
+
+    def __init__(self, query: str, sources: list[Source], gen: dict[str, Any]) -> None:
+        self.query, self.sources, self.gen = query, sources, gen
+
+
+def _completion(answer: PleiasAnswer) -> CompletionResponse:
+    return CompletionResponse(
+        text=visible_text(answer), additional_kwargs=answer_kwargs(answer), raw=answer
+    )
+
+
+def _completion_chunk(event: Event, text: str) -> CompletionResponse | None:
+    """Answer text as it comes; the last chunk carries citations and the parsed answer."""
+    if isinstance(event, AnswerDelta):
+        return CompletionResponse(text=text + event.text, delta=event.text)
+    if isinstance(event, Finished):
+        answer = event.answer
+        delta = final_delta(answer, text)
+        return CompletionResponse(
+            text=text + delta, delta=delta, additional_kwargs=answer_kwargs(answer), raw=answer
+        )
+    return None
+
+
+def _message(answer: PleiasAnswer) -> ChatMessage:
+    return ChatMessage(
+        role=MessageRole.ASSISTANT,
+        blocks=[TextBlock(text=visible_text(answer)), *citation_blocks(answer)],
+    )
+
+
+def _chat(answer: PleiasAnswer) -> ChatResponse:
+    return ChatResponse(
+        message=_message(answer), raw=answer, additional_kwargs=answer_kwargs(answer)
+    )
+
+
+def _chat_chunk(event: Event, text: str) -> ChatResponse | None:
+    if isinstance(event, AnswerDelta):
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=text + event.text)
+        return ChatResponse(message=message, delta=event.text)
+    if isinstance(event, Finished):
+        answer = event.answer
+        return ChatResponse(
+            message=_message(answer),
+            delta=final_delta(answer, text),
+            raw=answer,
+            additional_kwargs=answer_kwargs(answer),
+        )
+    return None

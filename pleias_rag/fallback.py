@@ -1,0 +1,36 @@
+"""What to show when a Pleias output has no answer: shared by the framework adapters.
+
+Frameworks expect a non-empty text reply. When the model wrote no answer section (it was cut
+off by the token limit or a stop sequence before ``<|answer_start|>``, or it did not follow
+the format), the visible text is the model's whole output with the Pleias markup removed:
+section markers become line breaks and ``<ref>`` tags are dropped, keeping their quoted text.
+Such a reply carries no citations.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .answer import PleiasAnswer
+
+_REF_OPEN = re.compile(r"<ref\b(?:<\|[A-Za-z_]{1,40}\|>|[^<>])*>", re.IGNORECASE)
+_REF_CLOSE = re.compile(r"</ref\s*>", re.IGNORECASE)
+_MARKER = re.compile(r"<\|[A-Za-z_]{1,40}\|>|</s>|#END#|###[ \t]*(?:Analysis|Answer)[ \t]*###")
+_BLANK_LINES = re.compile(r"[ \t]*\n(?:[ \t]*\n)+")
+
+
+def strip_markup(raw: str) -> str:
+    """``raw`` Pleias output as plain text: markers, headings and ref tags removed."""
+    text = _REF_CLOSE.sub("", _REF_OPEN.sub("", raw))
+    text = _MARKER.sub("\n", text)
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
+def has_answer(answer: PleiasAnswer) -> bool:
+    """Whether the model wrote a non-empty answer section."""
+    return bool(answer.answer.strip())
+
+
+def visible_text(answer: PleiasAnswer) -> str:
+    """The text to show for ``answer``: the clean answer, else the stripped raw output."""
+    return answer.answer if has_answer(answer) else strip_markup(answer.raw)
