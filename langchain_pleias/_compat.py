@@ -1,0 +1,184 @@
+"""Pleias answers as LangChain messages, and the ``pleias`` block translator.
+
+A ``ChatPleias`` reply keeps ``content`` a plain string (the clean answer with ``[n]``
+markers). Its citations live in ``additional_kwargs["citations"]`` as standard
+:class:`langchain_core.messages.content.Citation` annotations, and the source analysis in
+``additional_kwargs["reasoning_content"]`` (with the numbered dialect's query analysis
+before it), the other sections (language, query report...) in
+``additional_kwargs["pleias_sections"]``. The translator registered here for
+``model_provider="pleias"`` turns them into standard content blocks: a ``reasoning`` block
+and one ``text`` block carrying the citations as ``annotations``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import content as types
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.block_translators import register_translator
+
+from pleias_rag.answer import Citation, PleiasAnswer
+from pleias_rag.fallback import has_answer, visible_text
+from pleias_rag.ranking import cited_uses
+
+from ._convert import prompt_tokens
+
+PROVIDER = "pleias"
+#: Sections shown as reasoning: the source analysis, after the query analysis of the
+#: numbered dialect (its only analysis when it answers a trivial query directly).
+REASONING_SECTIONS = ("query_analysis", "source_analysis")
+# Block indices used when streaming: the answer text first, the reasoning (sent with the
+# final chunk) after it, so merged chunks hold exactly one text block.
+_TEXT_INDEX = 0
+_REASONING_INDEX = 1
+
+
+def citation_block(citation: Citation) -> types.Citation:
+    """One citation as a standard LangChain ``Citation`` annotation.
+
+    ``id`` is the cited source's id (the id the model wrote when it names no source),
+    ``start_index``/``end_index`` the ``[n]`` marker in the answer, ``cited_text`` the quote;
+    ``extras`` has the verification: ``status``, ``match``, ``score``, the quote's offsets
+    in the source text (``source_start``/``source_end``), ``number``, ``written_id``,
+    ``truncated`` and ``found_in`` (ids of the sources a misattributed quote is in).
+    """
+    src = citation.source
+    block: dict[str, Any] = {
+        "type": "citation",
+        "id": src.id if src is not None else citation.source_id,
+        "cited_text": citation.quote,
+        "start_index": citation.start,
+        "end_index": citation.end,
+    }
+    if src is not None and src.title:
+        block["title"] = src.title
+    if src is not None and src.url:
+        block["url"] = src.url
+    block["extras"] = {
+        "number": citation.number,
+        "written_id": citation.source_id,
+        "status": citation.status,
+        "match": citation.match,
+        "score": citation.score,
+        "source_start": citation.source_start,
+        "source_end": citation.source_end,
+        "truncated": citation.truncated,
+        "found_in": list(dict.fromkeys(s.id for s in citation.found_in)),
+    }
+    # cast: mypy (python_version 3.10) does not see langchain-core's typing.NotRequired keys
+    return cast("types.Citation", block)
+
+
+def usage(answer: PleiasAnswer, backend: Any, query: str) -> UsageMetadata:
+    """Token counts: the backend's, else counted with its tokenizer."""
+    prompt = answer.prompt_tokens
+    if prompt is None:
+        prompt = prompt_tokens(backend, query, answer.sources, {})
+    completion = answer.completion_tokens
+    if completion is None:
+        completion = int(backend.count_tokens(answer.raw)) if answer.raw else 0
+    counts = {"input_tokens": prompt, "output_tokens": completion}
+    return cast("UsageMetadata", {**counts, "total_tokens": prompt + completion})
+
+
+def message_parts(answer: PleiasAnswer, model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``additional_kwargs`` and ``response_metadata`` of a reply."""
+    extra: dict[str, Any] = {}
+    if answer.citations:
+        extra["citations"] = [citation_block(c) for c in answer.citations]
+    reasoning = "\n\n".join(
+        text for name in REASONING_SECTIONS if (text := answer.sections.get(name, "").strip())
+    )
+    if reasoning:
+        extra["reasoning_content"] = reasoning
+    sections = {
+        k: v
+        for k, v in answer.sections.items()
+        if k != "answer" and k not in REASONING_SECTIONS and v
+    }
+    if sections:
+        extra["pleias_sections"] = sections
+    meta: dict[str, Any] = {
+        "model_name": model_name,
+        "model_provider": PROVIDER,
+        "finish_reason": answer.finish_reason,
+        "dialect": answer.dialect,
+        "has_answer": has_answer(answer),
+        "cited_source_ids": [u.source.id for u in cited_uses(answer)],
+        "mentioned_source_ids": list(answer.mentioned_ids),
+        "dropped_source_ids": list(answer.dropped_source_ids),
+        "truncated_source_ids": list(answer.truncated_source_ids),
+    }
+    return extra, meta
+
+
+def answer_message(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessage:
+    """The reply for a whole answer (see :func:`pleias_rag.fallback.visible_text`)."""
+    extra, meta = message_parts(answer, model_name)
+    return AIMessage(
+        content=visible_text(answer),
+        additional_kwargs=extra,
+        response_metadata=meta,
+        usage_metadata=usage_,
+    )
+
+
+def delta_chunk(text: str) -> AIMessageChunk:
+    """A streamed piece of answer text."""
+    return AIMessageChunk(content=text, response_metadata={"model_provider": PROVIDER})
+
+
+def final_chunk(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessageChunk:
+    """The last streamed chunk: citations, reasoning, metadata and usage, plus the fallback
+    text when the model wrote no answer (the answer text itself was already streamed)."""
+    extra, meta = message_parts(answer, model_name)
+    return AIMessageChunk(
+        content="" if has_answer(answer) else visible_text(answer),
+        additional_kwargs=extra,
+        response_metadata=meta,
+        usage_metadata=usage_,
+        chunk_position="last",
+    )
+
+
+# --------------------------------------------------------------------------- translator
+
+
+def _translate(message: AIMessage, *, chunk: bool) -> list[types.ContentBlock]:
+    if not isinstance(message.content, str):
+        raise NotImplementedError  # not a ChatPleias string reply: best-effort parsing
+    extra = message.additional_kwargs
+    annotations = cast("list[types.Annotation]", list(extra.get("citations") or []))
+    text: dict[str, Any] | None = None
+    if message.content or annotations:
+        text = {"type": "text", "text": message.content}
+        if annotations:
+            text["annotations"] = annotations
+    reasoning: dict[str, Any] | None = None
+    if isinstance(extra.get("reasoning_content"), str) and extra["reasoning_content"]:
+        reasoning = {"type": "reasoning", "reasoning": extra["reasoning_content"]}
+    if chunk:
+        if text is not None:
+            text["index"] = _TEXT_INDEX
+        if reasoning is not None:
+            reasoning["index"] = _REASONING_INDEX
+        ordered = [text, reasoning]
+    else:
+        ordered = [reasoning, text]
+    blocks = [cast("types.ContentBlock", b) for b in ordered if b is not None]
+    return blocks
+
+
+def translate_content(message: AIMessage) -> list[types.ContentBlock]:
+    """Standard blocks of a ChatPleias reply: reasoning, then the annotated answer text."""
+    return _translate(message, chunk=False)
+
+
+def translate_content_chunk(message: AIMessageChunk) -> list[types.ContentBlock]:
+    """Standard blocks of a streamed chunk: the text (index 0), then reasoning (index 1)."""
+    return _translate(message, chunk=True)
+
+
+register_translator(PROVIDER, translate_content, translate_content_chunk)

@@ -1,0 +1,283 @@
+"""``create_pleias_rag_chain``: retrieve, answer with a Pleias model, map citations back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, cast
+
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    CallbackManagerForChainRun,
+)
+from langchain_core.documents import Document
+from langchain_core.language_models import BaseLLM
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
+from langchain_core.runnables.config import patch_config
+from langchain_core.runnables.utils import AddableDict
+from pydantic import ConfigDict
+
+from pleias_rag.generation import Backend
+from pleias_rag.ranking import cited_uses
+
+from ._convert import annotated_copy, documents_to_sources, rebuild_answer
+from .chat_models import ChatPleias
+
+
+class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
+    """Retrieve documents for a question, answer it with ``ChatPleias``, and return the
+    answer with its citations mapped back to the retrieved documents.
+
+    Build it with :func:`create_pleias_rag_chain`.
+    """
+
+    retriever: Runnable[str, list[Document]]
+    llm: Runnable[Any, BaseMessage]
+    input_key: str = "input"
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    # -- input and output --
+
+    def _question(self, value: Any) -> str:
+        if isinstance(value, Mapping):
+            if self.input_key not in value:
+                raise ValueError(
+                    f"the chain input has no {self.input_key!r} key: give a question string "
+                    f"or {{{self.input_key!r}: question}} (got keys {sorted(value)})"
+                )
+            value = value[self.input_key]
+        if not isinstance(value, str):
+            raise ValueError(f"the question must be a str, got {type(value).__name__}")
+        if not value.strip():
+            raise ValueError("the question is empty")
+        return value
+
+    def _documents(self, value: Any) -> list[Document]:
+        docs = list(value) if isinstance(value, (list, tuple)) else value
+        documents_to_sources(docs, argument="retrieved documents")  # checks each one
+        return cast("list[Document]", docs)
+
+    def _outcome(self, message: BaseMessage, docs: list[Document]) -> dict[str, Any]:
+        """``citations`` and ``cited_documents`` of a reply."""
+        citations = [
+            dict(ann)
+            for block in message.content_blocks
+            if block["type"] == "text"
+            for ann in block.get("annotations", ())
+            if ann.get("type") == "citation"
+        ]
+        meta = message.response_metadata
+        answer = rebuild_answer(
+            message.text,
+            citations,
+            meta.get("mentioned_source_ids", ()),
+            documents_to_sources(docs),
+            meta.get("dialect", "hash"),
+        )
+        cited = [annotated_copy(use.source.ref, use) for use in cited_uses(answer)]
+        return {"citations": citations, "cited_documents": cited}
+
+    # -- invoke --
+
+    def invoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return self._call_with_config(self._invoke, input, config, **kwargs)
+
+    def _invoke(
+        self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        question = self._question(value)
+        docs = self._documents(
+            self.retriever.invoke(
+                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+            )
+        )
+        message = self.llm.invoke(
+            [HumanMessage(question)],
+            patch_config(config, callbacks=run_manager.get_child("answer")),
+            documents=docs,
+        )
+        return {
+            "input": question,
+            "context": docs,
+            "answer": message.text,
+            **self._outcome(message, docs),
+        }
+
+    async def ainvoke(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
+
+    async def _ainvoke(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> dict[str, Any]:
+        question = self._question(value)
+        docs = self._documents(
+            await self.retriever.ainvoke(
+                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+            )
+        )
+        message = await self.llm.ainvoke(
+            [HumanMessage(question)],
+            patch_config(config, callbacks=run_manager.get_child("answer")),
+            documents=docs,
+        )
+        return {
+            "input": question,
+            "context": docs,
+            "answer": message.text,
+            **self._outcome(message, docs),
+        }
+
+    # -- stream: answer deltas, then the rest; the chunks add up to the invoke result --
+
+    def stream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[AddableDict]:
+        parts = self._transform_stream_with_config(iter([input]), self._stream, config)
+        yield from cast("Iterator[AddableDict]", parts)
+
+    def _stream(
+        self,
+        values: Iterator[Any],
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> Iterator[AddableDict]:
+        question = self._question(_single(list(values)))
+        docs = self._documents(
+            self.retriever.invoke(
+                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+            )
+        )
+        full: AIMessageChunk | None = None
+        for chunk in self.llm.stream(
+            [HumanMessage(question)],
+            patch_config(config, callbacks=run_manager.get_child("answer")),
+            documents=docs,
+        ):
+            chunk = cast("AIMessageChunk", chunk)
+            full = chunk if full is None else full + chunk
+            if chunk.text:
+                yield AddableDict(answer=chunk.text)
+        yield self._last(question, docs, full)
+
+    async def astream(
+        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[AddableDict]:
+        async def one() -> AsyncIterator[Any]:
+            yield input
+
+        parts = self._atransform_stream_with_config(one(), self._astream, config)
+        async for part in cast("AsyncIterator[AddableDict]", parts):
+            yield part
+
+    async def _astream(
+        self,
+        values: AsyncIterator[Any],
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> AsyncIterator[AddableDict]:
+        question = self._question(_single([v async for v in values]))
+        docs = self._documents(
+            await self.retriever.ainvoke(
+                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+            )
+        )
+        full: AIMessageChunk | None = None
+        async for chunk in self.llm.astream(
+            [HumanMessage(question)],
+            patch_config(config, callbacks=run_manager.get_child("answer")),
+            documents=docs,
+        ):
+            chunk = cast("AIMessageChunk", chunk)
+            full = chunk if full is None else full + chunk
+            if chunk.text:
+                yield AddableDict(answer=chunk.text)
+        yield self._last(question, docs, full)
+
+    def _last(
+        self, question: str, docs: list[Document], full: AIMessageChunk | None
+    ) -> AddableDict:
+        message = full if full is not None else AIMessage("")
+        last = AddableDict(input=question, context=docs, **self._outcome(message, docs))
+        if full is None or not full.text:
+            last["answer"] = ""
+        return last
+
+
+def _single(values: Sequence[Any]) -> Any:
+    if len(values) != 1:
+        raise ValueError(f"the chain takes one question per run, got {len(values)} inputs")
+    return values[0]
+
+
+def create_pleias_rag_chain(
+    retriever: Runnable[str, list[Document]],
+    llm: Runnable[Any, BaseMessage] | str | Backend,
+    *,
+    input_key: str = "input",
+) -> PleiasRAGChain:
+    """A retrieval chain that answers with a Pleias model and keeps its citations.
+
+    The chain takes a question (a string, or ``{input_key: question}``) and returns
+    ``{"input", "context", "answer", "citations", "cited_documents"}``: the question, the
+    retrieved documents, the answer with ``[n]`` markers, its standard citation annotations
+    (see ``ChatPleias``), and copies of the retrieved documents actually cited, in order of
+    first citation, whose metadata adds ``pleias_source_id``, ``relevance_score`` and
+    ``pleias_citations`` (each quote, its status and its offsets in the document and in the
+    answer). Identical documents share one id: a citation maps to each of them; a citation
+    of an unknown id maps to none.
+
+    ``stream``/``astream`` yield ``{"answer": delta}`` chunks as the answer is written, then
+    one chunk with the rest; the chunks add up to the ``invoke`` result. ``batch`` runs the
+    questions concurrently.
+
+    Args:
+        retriever: any runnable from a question to a list of ``Document`` (a retriever).
+        llm: a ``ChatPleias`` (possibly bound, e.g. ``chat.bind(max_tokens=256)``), or a model
+            name, folder or backend to build one with default settings.
+        input_key: the key of the question in dict inputs.
+
+    Returns:
+        The chain, a ``Runnable``.
+
+    Raises:
+        ValueError: ``llm`` is a text-completion model (use ``ChatPleias``).
+
+    Example:
+        >>> from langchain_core.documents import Document
+        >>> from langchain_core.runnables import RunnableLambda
+        >>> from langchain_pleias import ChatPleias, create_pleias_rag_chain
+        >>> from pleias_rag.testing import cached_trained_model
+        >>> docs = [
+        ...     Document(
+        ...         "The Eiffel Tower is a wrought-iron lattice tower in Paris. "
+        ...         "It was completed in 1889 for the World's Fair.",
+        ...         metadata={"title": "Eiffel Tower"},
+        ...     ),
+        ...     Document(
+        ...         "The Louvre is the most visited museum in the world. It houses the Mona Lisa."
+        ...     ),
+        ... ]
+        >>> retriever = RunnableLambda(lambda question: docs)  # e.g. store.as_retriever()
+        >>> chat = ChatPleias(model=str(cached_trained_model("hash")), max_tokens=96)
+        >>> chain = create_pleias_rag_chain(retriever, chat)
+        >>> result = chain.invoke("When was the Eiffel Tower completed?")
+        >>> result["answer"]
+        'The Eiffel Tower was completed in 1889[1].'
+        >>> [d.metadata["title"] for d in result["cited_documents"]]
+        ['Eiffel Tower']
+    """
+    if isinstance(llm, BaseLLM):
+        raise ValueError(
+            "create_pleias_rag_chain needs a chat model that returns citations: "
+            "use ChatPleias(model=...) rather than a text-completion LLM"
+        )
+    if isinstance(llm, (str, Backend)):
+        llm = ChatPleias(model=llm)
+    if not isinstance(llm, Runnable):
+        raise ValueError(f"llm must be a ChatPleias, got {type(llm).__name__}")
+    return PleiasRAGChain(retriever=retriever, llm=llm, input_key=input_key)

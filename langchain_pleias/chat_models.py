@@ -1,0 +1,265 @@
+"""``ChatPleias``: a LangChain chat model over a Pleias RAG model, with verified citations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict
+
+from pleias_rag.answer import PleiasAnswer
+from pleias_rag.generation import Backend
+from pleias_rag.parser import AnswerDelta, Event, Finished
+from pleias_rag.sources import Source
+
+from ._compat import answer_message, delta_chunk, final_chunk, usage
+from ._convert import (
+    PleiasParams,
+    documents_to_sources,
+    prompt_tokens,
+    source_keys,
+    split_messages,
+    unexpected_kwargs,
+)
+
+
+@dataclass(frozen=True)
+class _Call:
+    backend: Backend
+    query: str
+    sources: list[Source]
+    gen: dict[str, Any]
+
+
+class ChatPleias(PleiasParams, BaseChatModel):
+    """Chat model over a Pleias RAG model (local, or any ``pleias_rag`` backend).
+
+    The query is the last human message's text. Sources come from the ``documents=`` call
+    argument (a list of ``Document``, also through ``.bind(documents=...)``) and from
+    standard ``text-plain`` content blocks of the human messages; with no sources the model
+    still answers. Other messages are not shown to the model (Pleias models answer one query
+    from sources).
+
+    The reply's ``content`` is the answer with ``[n]`` markers. Its ``content_blocks`` hold
+    the source analysis as a ``reasoning`` block and the answer as a ``text`` block whose
+    ``annotations`` are standard citations (``id`` = source id, ``cited_text`` = the quote,
+    ``start_index``/``end_index`` = the marker in the answer, ``title``/``url`` from the
+    document metadata, the verification in ``extras``). ``response_metadata`` has
+    ``model_name``, ``finish_reason``, ``cited_source_ids``, ``dropped_source_ids``...;
+    ``usage_metadata`` the real token counts. Streaming yields answer text only; the
+    citations come with the last chunk.
+
+    When the model wrote no answer section (cut off by ``max_tokens`` or a stop sequence
+    before answering), ``content`` is its whole output with the Pleias markup removed,
+    without citations, and ``response_metadata["has_answer"]`` is False.
+
+    Constructing the model is cheap: a model name or folder is loaded on first use, and its
+    weights are shared by every instance naming it.
+
+    Example:
+        >>> from langchain_core.documents import Document
+        >>> from langchain_pleias import ChatPleias
+        >>> from pleias_rag.testing import cached_trained_model
+        >>> path = str(cached_trained_model("hash"))  # or "PleIAs/Pleias-RAG-1B"
+        >>> chat = ChatPleias(model=path, max_tokens=96)
+        >>> docs = [
+        ...     Document(
+        ...         "The Eiffel Tower is a wrought-iron lattice tower in Paris. "
+        ...         "It was completed in 1889 for the World's Fair.",
+        ...         metadata={"title": "Eiffel Tower"},
+        ...     ),
+        ...     Document(
+        ...         "The Louvre is the most visited museum in the world. It houses the Mona Lisa."
+        ...     ),
+        ... ]
+        >>> reply = chat.invoke("When was the Eiffel Tower completed?", documents=docs)
+        >>> reply.content
+        'The Eiffel Tower was completed in 1889[1].'
+        >>> citation = reply.content_blocks[-1]["annotations"][0]
+        >>> citation["title"], citation["cited_text"], citation["extras"]["status"]
+        ('Eiffel Tower', "It was completed in 1889 for the World's Fair.", 'verified')
+    """
+
+    streaming: bool = False
+    """Whether ``invoke`` generates through the streaming path (LangChain convention)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    @property
+    def _llm_type(self) -> str:
+        return "pleias-chat"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self._model_label(),
+            "dialect": self.dialect,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_model_type="chat")
+        params.update(self._ls_generation(stop, kwargs))  # type: ignore[typeddict-item]
+        return params
+
+    def _get_invocation_params(
+        self, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        return super()._get_invocation_params(stop=stop, **_traceable(kwargs))
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        return super()._get_llm_string(stop=stop, **_traceable(kwargs))
+
+    # -- generation --
+
+    def _prepare(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> _Call:
+        kwargs = dict(kwargs)
+        kwargs.pop("stream", None)
+        documents = kwargs.pop("documents", None)
+        backend = self._get_backend(kwargs.pop("model", None))
+        gen = self._generation(stop, kwargs)
+        unexpected_kwargs("ChatPleias", kwargs)
+        query, block_sources = split_messages(messages)
+        return _Call(backend, query, documents_to_sources(documents) + block_sources, gen)
+
+    def _result(self, call: _Call, answer: PleiasAnswer) -> ChatResult:
+        name = call.backend.model_name
+        message = answer_message(answer, name, usage(answer, call.backend, call.query))
+        return ChatResult(
+            generations=[ChatGeneration(message=message)],
+            llm_output={"model_name": name},
+        )
+
+    def _chunk(self, call: _Call, event: Event) -> ChatGenerationChunk | None:
+        if isinstance(event, AnswerDelta) and event.text:
+            return ChatGenerationChunk(message=delta_chunk(event.text))
+        if isinstance(event, Finished):
+            answer = event.answer
+            name = call.backend.model_name
+            return ChatGenerationChunk(
+                message=final_chunk(answer, name, usage(answer, call.backend, call.query))
+            )
+        return None
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._prepare(messages, stop, kwargs)
+        return self._result(call, call.backend.answer(call.query, call.sources, **call.gen))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._prepare(messages, stop, kwargs)
+        answer = await call.backend.aanswer(call.query, call.sources, **call.gen)
+        return self._result(call, answer)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = self._prepare(messages, stop, kwargs)
+        events = call.backend.stream(call.query, call.sources, **call.gen)
+        try:
+            for event in events:
+                chunk = self._chunk(call, event)
+                if chunk is not None:
+                    yield chunk
+        finally:
+            close = getattr(events, "close", None)
+            if close is not None:
+                close()  # stops generation when the caller stops reading
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._prepare(messages, stop, kwargs)
+        events = call.backend.astream(call.query, call.sources, **call.gen)
+        try:
+            async for event in events:
+                chunk = self._chunk(call, event)
+                if chunk is not None:
+                    yield chunk
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    # -- tokens --
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` with the model's own tokenizer (loads it on first use)."""
+        return int(self._get_backend().count_tokens(text))
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` with the model's own tokenizer, when the backend has one.
+
+        Raises:
+            NotImplementedError: the backend does not expose token ids.
+        """
+        backend = self._get_backend()
+        encode = getattr(backend, "token_ids", None)
+        if encode is None:
+            raise NotImplementedError(
+                f"{type(backend).__name__} does not expose token ids; use get_num_tokens"
+            )
+        return list(encode(text))
+
+    def get_num_tokens_from_messages(
+        self,
+        messages: list[BaseMessage],
+        tools: Sequence[dict[str, Any] | type | Any | BaseTool] | None = None,
+    ) -> int:
+        """Tokens of the prompt these messages make (query and ``text-plain`` sources, as
+        packed into the context window).
+
+        Raises:
+            ValueError: ``tools`` are given (Pleias models do not call tools), or the messages
+                have no query.
+        """
+        if tools:
+            raise ValueError("Pleias models do not call tools")
+        query, sources = split_messages(messages)
+        return prompt_tokens(self._get_backend(), query, sources, self._generation(None, {}))
+
+
+class _SourceKeys(list[str]):
+    """Documents already replaced by their keys (the base class calls back into us)."""
+
+
+def _traceable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Call arguments for traces and cache keys: source ids instead of whole documents."""
+    out = dict(kwargs)
+    if "documents" in out and not isinstance(out["documents"], _SourceKeys):
+        out["documents"] = _SourceKeys(source_keys(documents_to_sources(out["documents"])))
+    model = out.get("model")
+    if model is not None and not isinstance(model, str):
+        out["model"] = str(getattr(model, "model_name", type(model).__name__))
+    return out
