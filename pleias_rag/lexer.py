@@ -93,7 +93,7 @@ class Lexer:
                         tokens.append(Token("text", buf[text_start:i]))
                     self._pending = tail
                     return tokens
-                if len(tail) >= 2 and tail[0] == "<" and tail[1] in "|rR":
+                if tail[0] == "<" and tail[1:2] in ("", "|", "r", "R", "/"):
                     if i > text_start:
                         tokens.append(Token("text", buf[text_start:i]))
                     self.dropped_partial = tail

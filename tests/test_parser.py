@@ -228,3 +228,9 @@ def test_locate_quote_fuzzy_and_none() -> None:
     assert m.kind == "fuzzy" and 0.85 <= m.score < 1
     assert locate_quote("Nothing at all like the source", text).kind == "none"
     assert locate_quote("", text).kind == "none"
+
+
+@pytest.mark.parametrize("tail", ["<", "<|", "<|answer_e", "<ref", '<ref name="ab', "</", "</re"])
+def test_output_cut_in_a_marker_leaves_no_markup(tail: str) -> None:
+    ans = parse_response(f"<|answer_start|>Done.{tail}")
+    assert ans.answer == "Done." and ans.finish_reason == "length"
