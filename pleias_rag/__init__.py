@@ -4,6 +4,8 @@ The core knows nothing of LangChain or LlamaIndex: sources and ids, prompt rende
 parsing and quote verification, and generation backends.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .answer import Citation, CitationStatus, FinishReason, MatchKind, PleiasAnswer
 from .dialects import CONTEXT_WINDOW, DIALECTS, Dialect, check_dialect, special_tokens
 from .parser import (
@@ -21,10 +23,34 @@ from .prompt import Segment, escape_text, prompt_ids, prompt_segments, render_pr
 from .sources import Source, SourceGroup, group_sources, make_sources, source_id
 from .verify import QuoteMatch, locate_quote
 
+if TYPE_CHECKING:
+    from .generation import Backend, GenerationSettings
+    from .local import PleiasModel
+
+# Imported on first access, so `import pleias_rag` does not import torch.
+_LAZY = {
+    "Backend": "pleias_rag.generation",
+    "GenerationSettings": "pleias_rag.generation",
+    "PleiasModel": "pleias_rag.local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pleias_rag' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "CONTEXT_WINDOW",
     "DIALECTS",
     "AnswerDelta",
+    "Backend",
     "Citation",
     "CitationCompleted",
     "CitationStatus",
@@ -32,8 +58,10 @@ __all__ = [
     "Event",
     "FinishReason",
     "Finished",
+    "GenerationSettings",
     "MatchKind",
     "PleiasAnswer",
+    "PleiasModel",
     "QuoteMatch",
     "SectionEnded",
     "SectionStarted",
