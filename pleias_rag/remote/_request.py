@@ -1,0 +1,221 @@
+"""Completions requests and answers: request bodies, string prompts, reading the results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ..answer import FinishReason
+from ..dialects import EOS, NUMBERED, NUMBERED_MAX_SOURCES
+from ..generation import BatchItem, GenerationSettings, SourceLike
+from ..prompt import render_prompt
+from ..sources import Source, group_sources, make_sources
+from .errors import RemoteError
+
+ANSWER_END = "<|answer_end|>"
+# What a server may leave at the end of the text: EOS as Pleias and older Llama tokenizers
+# write it. The parser stops there anyway; it is cut from ``PleiasAnswer.raw``.
+_EOS_TEXTS = (EOS, "</s>")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to send.
+
+    Attributes:
+        prompt: token ids (built with the model's tokenizer) or the escaped string prompt.
+        sources: the sources in the prompt, in prompt order.
+        dropped: ids of the sources left out (context budget, source limit).
+        truncated: ids of the sources cut to fit.
+        settings: the generation settings of the call.
+        prompt_tokens: the prompt's length when it is token ids.
+    """
+
+    prompt: list[int] | str
+    sources: tuple[Source, ...]
+    dropped: tuple[str, ...]
+    truncated: tuple[str, ...]
+    settings: GenerationSettings
+    prompt_tokens: int | None = None
+
+
+@dataclass
+class Completion:
+    """What the server said: text, why it stopped, token counts (filled as a stream goes)."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def normalize_url(base_url: str) -> str:
+    """``base_url`` without a trailing ``/`` or ``/completions``; ``/v1`` added to a bare host."""
+    if not isinstance(base_url, str) or not base_url.strip():
+        raise ValueError(f"base_url must be the server's URL, got {base_url!r}")
+    url = base_url.strip().rstrip("/")
+    url = url.removesuffix("/completions").rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"base_url {base_url!r} is not a URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(
+            f"base_url {base_url!r} must start with http:// or https:// and name a host, "
+            "e.g. http://127.0.0.1:8000/v1"
+        )
+    if parsed.path in ("", "/"):
+        url += "/v1"
+    return url
+
+
+def check_sources(sources: Sequence[SourceLike] | None) -> list[Source]:
+    if sources is None:
+        return []
+    if isinstance(sources, (str, bytes)):
+        raise ValueError("sources must be a list of texts or Source objects, not one str")
+    if not hasattr(sources, "__iter__"):
+        raise ValueError(f"sources must be a list, got {type(sources).__name__}")
+    return make_sources(sources)
+
+
+def batch_items(items: Sequence[BatchItem]) -> list[tuple[str, list[Source]]]:
+    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
+        raise ValueError("answer_batch takes a list of (query, sources) pairs")
+    out: list[tuple[str, list[Source]]] = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append((item, []))
+        elif isinstance(item, (tuple, list)) and len(item) == 2:
+            out.append((item[0], check_sources(item[1])))
+        else:
+            raise ValueError(
+                f"answer_batch item {i} must be a (query, sources) pair or a query str, "
+                f"got {type(item).__name__}"
+            )
+    return out
+
+
+def encode_string(
+    query: str,
+    sources: Sequence[Source],
+    dialect: str,
+    settings: GenerationSettings,
+    max_sources: int | None,
+) -> Prepared:
+    """The escaped string prompt (no tokenizer: no context budget, only the source limit)."""
+    groups = group_sources(sources)
+    if max_sources is None and dialect == NUMBERED:
+        max_sources = NUMBERED_MAX_SOURCES
+    limit = len(groups) if max_sources is None else max_sources
+    kept = [s for g in groups[:limit] for s in g.members]
+    prompt = render_prompt(query, kept, dialect)
+    dropped = tuple(g.id for g in groups[limit:])
+    return Prepared(prompt, tuple(kept), dropped, (), settings)
+
+
+def body(
+    model: str, prep: Prepared, extra: Mapping[str, Any], vllm: bool, *, stream: bool
+) -> dict[str, Any]:
+    """The ``/v1/completions`` request body."""
+    s = prep.settings
+    out: dict[str, Any] = {
+        "model": model,
+        "prompt": prep.prompt,
+        "max_tokens": s.max_new_tokens,
+        "temperature": s.temperature,
+        "stop": [ANSWER_END, *s.stop],
+    }
+    if not s.greedy:
+        out["top_p"] = s.top_p
+    if s.seed is not None:
+        out["seed"] = s.seed
+    if s.min_new_tokens:
+        if not vllm:
+            raise ValueError("min_new_tokens is supported on vLLM servers only (server='vllm')")
+        out["min_tokens"] = s.min_new_tokens
+    if stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    out.update(extra)
+    return out
+
+
+def finish_reason(reason: str | None) -> FinishReason | None:
+    """The server's finish reason when it is one of ours; else the parser decides."""
+    if reason == "stop":
+        return "stop"
+    if reason == "length":
+        return "length"
+    return None
+
+
+def cut_eos(text: str) -> str:
+    """``text`` up to the first EOS a server left in it."""
+    for eos in _EOS_TEXTS:
+        at = text.find(eos)
+        if at >= 0:
+            text = text[:at]
+    return text
+
+
+def _choice(data: Any, server: str) -> Mapping[str, Any] | None:
+    if not isinstance(data, Mapping):
+        raise RemoteError(f"the {server} answered {data!r:.200}, not a completion", server=server)
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise RemoteError(
+            f"the {server} answered without choices: {data!r:.300}. Is it an OpenAI-compatible "
+            "completions endpoint?",
+            server=server,
+        )
+    if not choices:
+        return None
+    choice = choices[0]
+    if not isinstance(choice, Mapping):
+        raise RemoteError(f"the {server} sent a malformed choice: {choice!r:.200}", server=server)
+    return choice
+
+
+def _usage(data: Mapping[str, Any], done: Completion) -> None:
+    usage = data.get("usage")
+    if isinstance(usage, Mapping):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int):
+            done.prompt_tokens = prompt
+        if isinstance(completion, int):
+            done.completion_tokens = completion
+
+
+def completion(data: Any, server: str) -> Completion:
+    """A whole (non-streamed) answer."""
+    choice = _choice(data, server)
+    if choice is None:
+        raise RemoteError(f"the {server} answered with no choice", server=server)
+    text = choice.get("text")
+    if not isinstance(text, str):
+        raise RemoteError(f"the {server} sent no text: {choice!r:.300}", server=server)
+    done = Completion(text=text, finish_reason=choice.get("finish_reason"))
+    _usage(data, done)
+    return done
+
+
+def stream_delta(payload: Mapping[str, Any], done: Completion, server: str) -> str:
+    """The text of one streamed chunk; its finish reason and usage are kept in ``done``."""
+    _usage(payload, done)
+    choice = _choice(payload, server)
+    if choice is None:
+        return ""  # the usage chunk
+    reason = choice.get("finish_reason")
+    if isinstance(reason, str):
+        done.finish_reason = reason
+    text = choice.get("text") or ""
+    if not isinstance(text, str):
+        raise RemoteError(
+            f"the {server} streamed a malformed chunk: {choice!r:.200}", server=server
+        )
+    done.text += text
+    return text

@@ -1,0 +1,91 @@
+"""The local tokenizer of a remote model (no weights, no torch): loading and dialect detection."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..dialects import HASH, NUMBERED, Dialect, check_dialect, special_tokens
+from ..tokens import TokenCodec
+
+# A tokenizer's model_max_length above this is transformers' "no limit" placeholder.
+_NO_LIMIT = 1_000_000
+
+
+@dataclass(frozen=True)
+class LoadedTokenizer:
+    """A tokenizer, its thread-safe codec, its dialect and the context window it suggests."""
+
+    tokenizer: Any
+    codec: TokenCodec
+    dialect: Dialect
+    window_hint: int | None
+
+
+def detect_dialect(vocab: Any, name: str) -> Dialect:
+    """The dialect a tokenizer's vocabulary was made for."""
+    if "<|source_id|>" in vocab or "<|language_start|>" in vocab:
+        return NUMBERED
+    if "<|source_analysis_start|>" in vocab and "<|answer_start|>" in vocab:
+        return HASH
+    raise ValueError(
+        f"cannot tell the dialect of the tokenizer {name!r}: it has none of the Pleias markers. "
+        "Pass dialect='hash' (Pleias-Pico/Nano 0.1) or dialect='numbered' (Pleias-RAG-350M/1B)"
+    )
+
+
+def load_tokenizer(spec: Any, dialect: str | None) -> LoadedTokenizer:
+    """A tokenizer from a folder or hub id (tokenizer files only), or a tokenizer object."""
+    if isinstance(spec, (str, os.PathLike)):
+        name = os.fspath(spec)
+        try:
+            from transformers import AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "tokenizer= needs the transformers package: pip install 'pleias-rag[remote]'"
+            ) from exc
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+        except OSError as exc:
+            raise OSError(
+                f"could not load a tokenizer from {name!r}: give a folder with the model's "
+                f"tokenizer files, or a hub id reachable from here (transformers said: {exc})"
+            ) from exc
+    elif hasattr(spec, "get_vocab") and hasattr(spec, "added_tokens_decoder"):
+        name, tokenizer = type(spec).__name__, spec
+    else:
+        raise ValueError(
+            "tokenizer must be a folder, a hub id or a Hugging Face tokenizer, "
+            f"got {type(spec).__name__}"
+        )
+    vocab = tokenizer.get_vocab()
+    if dialect is None:
+        chosen = detect_dialect(vocab, name)
+    else:
+        chosen = check_dialect(dialect)
+        missing = [t for t in special_tokens(chosen) if t not in vocab]
+        if missing:
+            raise ValueError(
+                f"dialect {chosen!r} needs the markers {missing}, which the tokenizer {name!r} "
+                "lacks: leave dialect=None to detect it, or give the model's own tokenizer"
+            )
+    return LoadedTokenizer(tokenizer, TokenCodec(tokenizer), chosen, _window_hint(spec, tokenizer))
+
+
+def _window_hint(spec: Any, tokenizer: Any) -> int | None:
+    """The model's context window as its folder's config.json or its tokenizer says."""
+    if isinstance(spec, (str, os.PathLike)):
+        config = Path(os.fspath(spec)) / "config.json"
+        try:
+            value = json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+        except (OSError, ValueError, AttributeError):
+            value = None
+        if isinstance(value, int) and value > 1:
+            return value
+    length = getattr(tokenizer, "model_max_length", None)
+    if isinstance(length, int) and 1 < length < _NO_LIMIT:
+        return length
+    return None
