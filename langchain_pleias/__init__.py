@@ -6,6 +6,10 @@
 - :func:`create_pleias_rag_chain`: retriever → answer → citations mapped to documents.
 - :class:`PleiasReranker`: documents ranked by the model's use of them.
 - :class:`PleiasOutputParser`: raw Pleias output → :class:`pleias_rag.PleiasAnswer`.
+- :func:`create_pleias_rag_tool`: the RAG chain as an agent's tool (content: the answer and
+  its numbered sources; artifact: the citations and cited documents).
+
+A Pleias model does not call tools: in an agent it is a tool, never the brain.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from .chat_models import ChatPleias
 from .llms import PleiasLLM
 from .output_parsers import PleiasOutputParser
 from .rerankers import PleiasReranker
+from .tools import PleiasRAGTool, create_pleias_rag_tool
 
 try:
     __version__ = metadata.version("pleias-rag")
@@ -28,7 +33,9 @@ __all__ = [
     "PleiasLLM",
     "PleiasOutputParser",
     "PleiasRAGChain",
+    "PleiasRAGTool",
     "PleiasReranker",
     "__version__",
     "create_pleias_rag_chain",
+    "create_pleias_rag_tool",
 ]

@@ -12,14 +12,23 @@ from langchain_core.callbacks import (
 from langchain_core.documents import Document
 from langchain_core.language_models import BaseLLM
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import AddableDict
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 
 from pleias_rag.generation import Backend
 from pleias_rag.ranking import cited_uses
 
+from ._condense import (
+    STANDALONE_KEY,
+    acondense,
+    check_llm,
+    check_prompt,
+    condense,
+    history_messages,
+)
 from ._convert import annotated_copy, documents_to_sources, rebuild_answer
 from .chat_models import ChatPleias
 
@@ -34,8 +43,21 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     retriever: Runnable[str, list[Document]]
     llm: Runnable[Any, BaseMessage]
     input_key: str = "input"
+    condense_llm: Runnable[Any, Any] | None = None
+    condense_prompt: BasePromptTemplate[Any] | None = None
+    history_key: str = "chat_history"
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @field_validator("condense_llm", mode="plain")
+    @classmethod
+    def _check_condense_llm(cls, value: Any) -> Any:
+        return check_llm(value)
+
+    @field_validator("condense_prompt", mode="plain")
+    @classmethod
+    def _check_condense_prompt(cls, value: Any) -> Any:
+        return check_prompt(value)
 
     # -- input and output --
 
@@ -52,6 +74,55 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         if not value.strip():
             raise ValueError("the question is empty")
         return value
+
+    def _history(self, value: Any) -> list[BaseMessage]:
+        """The conversation before the question (``history_key`` of a dict input)."""
+        history = (
+            history_messages(value.get(self.history_key), key=self.history_key)
+            if isinstance(value, Mapping)
+            else []
+        )
+        if history and self.condense_llm is None:
+            raise ValueError(
+                f"the chain input has a {self.history_key!r} but the chain has no "
+                "condense_llm: a follow-up question cannot be answered without its "
+                "conversation; give create_pleias_rag_chain(..., condense_llm=chat_model)"
+            )
+        return history
+
+    def _standalone(
+        self,
+        value: Any,
+        question: str,
+        run_manager: CallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> str:
+        """The question to retrieve and answer with: rewritten when there is history."""
+        history = self._history(value)
+        if self.condense_llm is None or not history:
+            return question
+        child = patch_config(config, callbacks=run_manager.get_child("condense"))
+        return condense(self.condense_llm, self.condense_prompt, history, question, child)
+
+    async def _astandalone(
+        self,
+        value: Any,
+        question: str,
+        run_manager: AsyncCallbackManagerForChainRun,
+        config: RunnableConfig,
+    ) -> str:
+        history = self._history(value)
+        if self.condense_llm is None or not history:
+            return question
+        child = patch_config(config, callbacks=run_manager.get_child("condense"))
+        return await acondense(self.condense_llm, self.condense_prompt, history, question, child)
+
+    def _head(self, question: str, standalone: str) -> dict[str, Any]:
+        """The output's ``input`` (and ``standalone_question`` with a condense_llm)."""
+        head: dict[str, Any] = {"input": question}
+        if self.condense_llm is not None:
+            head[STANDALONE_KEY] = standalone
+        return head
 
     def _documents(self, value: Any) -> list[Document]:
         docs = list(value) if isinstance(value, (list, tuple)) else value
@@ -89,18 +160,19 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
         question = self._question(value)
+        standalone = self._standalone(value, question, run_manager, config)
         docs = self._documents(
             self.retriever.invoke(
-                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
             )
         )
         message = self.llm.invoke(
-            [HumanMessage(question)],
+            [HumanMessage(standalone)],
             patch_config(config, callbacks=run_manager.get_child("answer")),
             documents=docs,
         )
         return {
-            "input": question,
+            **self._head(question, standalone),
             "context": docs,
             "answer": message.text,
             **self._outcome(message, docs),
@@ -115,18 +187,19 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
         question = self._question(value)
+        standalone = await self._astandalone(value, question, run_manager, config)
         docs = self._documents(
             await self.retriever.ainvoke(
-                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
             )
         )
         message = await self.llm.ainvoke(
-            [HumanMessage(question)],
+            [HumanMessage(standalone)],
             patch_config(config, callbacks=run_manager.get_child("answer")),
             documents=docs,
         )
         return {
-            "input": question,
+            **self._head(question, standalone),
             "context": docs,
             "answer": message.text,
             **self._outcome(message, docs),
@@ -146,15 +219,17 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> Iterator[AddableDict]:
-        question = self._question(_single(list(values)))
+        value = _single(list(values))
+        question = self._question(value)
+        standalone = self._standalone(value, question, run_manager, config)
         docs = self._documents(
             self.retriever.invoke(
-                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
             )
         )
         full: AIMessageChunk | None = None
         for chunk in self.llm.stream(
-            [HumanMessage(question)],
+            [HumanMessage(standalone)],
             patch_config(config, callbacks=run_manager.get_child("answer")),
             documents=docs,
         ):
@@ -162,7 +237,7 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
             full = chunk if full is None else full + chunk
             if chunk.text:
                 yield AddableDict(answer=chunk.text)
-        yield self._last(question, docs, full)
+        yield self._last(self._head(question, standalone), docs, full)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -180,15 +255,17 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> AsyncIterator[AddableDict]:
-        question = self._question(_single([v async for v in values]))
+        value = _single([v async for v in values])
+        question = self._question(value)
+        standalone = await self._astandalone(value, question, run_manager, config)
         docs = self._documents(
             await self.retriever.ainvoke(
-                question, patch_config(config, callbacks=run_manager.get_child("retrieve"))
+                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
             )
         )
         full: AIMessageChunk | None = None
         async for chunk in self.llm.astream(
-            [HumanMessage(question)],
+            [HumanMessage(standalone)],
             patch_config(config, callbacks=run_manager.get_child("answer")),
             documents=docs,
         ):
@@ -196,13 +273,13 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
             full = chunk if full is None else full + chunk
             if chunk.text:
                 yield AddableDict(answer=chunk.text)
-        yield self._last(question, docs, full)
+        yield self._last(self._head(question, standalone), docs, full)
 
     def _last(
-        self, question: str, docs: list[Document], full: AIMessageChunk | None
+        self, head: dict[str, Any], docs: list[Document], full: AIMessageChunk | None
     ) -> AddableDict:
         message = full if full is not None else AIMessage("")
-        last = AddableDict(input=question, context=docs, **self._outcome(message, docs))
+        last = AddableDict(**head, context=docs, **self._outcome(message, docs))
         if full is None or not full.text:
             last["answer"] = ""
         return last
@@ -219,6 +296,9 @@ def create_pleias_rag_chain(
     llm: Runnable[Any, BaseMessage] | str | Backend,
     *,
     input_key: str = "input",
+    condense_llm: Runnable[Any, Any] | None = None,
+    history_key: str = "chat_history",
+    condense_prompt: BasePromptTemplate[Any] | None = None,
 ) -> PleiasRAGChain:
     """A retrieval chain that answers with a Pleias model and keeps its citations.
 
@@ -235,17 +315,30 @@ def create_pleias_rag_chain(
     one chunk with the rest; the chunks add up to the ``invoke`` result. ``batch`` runs the
     questions concurrently.
 
+    Follow-up questions: with a ``condense_llm`` (any LangChain chat model), a dict input may
+    carry the conversation so far under ``history_key`` (messages, or ``(role, text)``
+    pairs); the question and that history are first rewritten into a standalone question,
+    which is what the retriever and the Pleias model get. The output then has a
+    ``standalone_question`` key too (the question itself when there is no history). Without
+    a ``condense_llm``, a non-empty history is an error rather than silently ignored.
+
     Args:
         retriever: any runnable from a question to a list of ``Document`` (a retriever).
         llm: a ``ChatPleias`` (possibly bound, e.g. ``chat.bind(max_tokens=256)``), or a model
             name, folder or backend to build one with default settings.
         input_key: the key of the question in dict inputs.
+        condense_llm: a chat model that rewrites follow-up questions (not a Pleias model).
+        history_key: the key of the conversation so far in dict inputs.
+        condense_prompt: the rewriting prompt, with the variables ``question`` and
+            ``chat_history`` (the conversation as ``Human: ...``/``Assistant: ...`` lines);
+            None: a built-in prompt.
 
     Returns:
         The chain, a ``Runnable``.
 
     Raises:
-        ValueError: ``llm`` is a text-completion model (use ``ChatPleias``).
+        ValueError: ``llm`` is a text-completion model (use ``ChatPleias``), or
+            ``condense_llm``/``condense_prompt`` is not usable.
 
     Example:
         >>> from langchain_core.documents import Document
@@ -270,6 +363,19 @@ def create_pleias_rag_chain(
         'The Eiffel Tower was completed in 1889[1].'
         >>> [d.metadata["title"] for d in result["cited_documents"]]
         ['Eiffel Tower']
+
+        A follow-up question, rewritten by another chat model (here a scripted one):
+
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> rewriter = FakeListChatModel(responses=["When was the Eiffel Tower completed?"])
+        >>> chain = create_pleias_rag_chain(retriever, chat, condense_llm=rewriter)
+        >>> history = [
+        ...     ("human", "Tell me about the Eiffel Tower."),
+        ...     ("ai", "It is a wrought-iron lattice tower in Paris[1]."),
+        ... ]
+        >>> result = chain.invoke({"input": "When was it completed?", "chat_history": history})
+        >>> result["standalone_question"], result["answer"]
+        ('When was the Eiffel Tower completed?', 'The Eiffel Tower was completed in 1889[1].')
     """
     if isinstance(llm, BaseLLM):
         raise ValueError(
@@ -280,4 +386,11 @@ def create_pleias_rag_chain(
         llm = ChatPleias(model=llm)
     if not isinstance(llm, Runnable):
         raise ValueError(f"llm must be a ChatPleias, got {type(llm).__name__}")
-    return PleiasRAGChain(retriever=retriever, llm=llm, input_key=input_key)
+    return PleiasRAGChain(
+        retriever=retriever,
+        llm=llm,
+        input_key=input_key,
+        condense_llm=condense_llm,
+        history_key=history_key,
+        condense_prompt=condense_prompt,
+    )

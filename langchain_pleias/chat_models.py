@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 
 from pleias_rag.answer import PleiasAnswer
 from pleias_rag.generation import Backend
@@ -19,6 +21,16 @@ from pleias_rag.parser import AnswerDelta, Event, Finished
 from pleias_rag.sources import Source
 
 from ._compat import answer_message, delta_chunk, final_chunk, usage
+from ._condense import (
+    STANDALONE_KEY,
+    acondense,
+    check_llm,
+    check_prompt,
+    child_config,
+    condense,
+    llm_label,
+    split_conversation,
+)
 from ._convert import (
     PleiasParams,
     documents_to_sources,
@@ -35,6 +47,9 @@ class _Call:
     query: str
     sources: list[Source]
     gen: dict[str, Any]
+    history: list[BaseMessage]
+    standalone: str | None = None
+    """The rewritten question, when a ``condense_llm`` rewrote ``query``."""
 
 
 class ChatPleias(PleiasParams, BaseChatModel):
@@ -44,7 +59,13 @@ class ChatPleias(PleiasParams, BaseChatModel):
     argument (a list of ``Document``, also through ``.bind(documents=...)``) and from
     standard ``text-plain`` content blocks of the human messages; with no sources the model
     still answers. Other messages are not shown to the model (Pleias models answer one query
-    from sources).
+    from sources): given a conversation, it answers the LAST human message as it stands.
+
+    Follow-up questions ("When was it completed?") need the conversation to make sense: with
+    a ``condense_llm`` (any LangChain chat model), the conversation and the last question are
+    first rewritten into a standalone question, which is what the Pleias model answers;
+    ``response_metadata["standalone_question"]`` reports it. A single question is never
+    rewritten.
 
     The reply's ``content`` is the answer with ``[n]`` markers. Its ``content_blocks`` hold
     the source analysis as a ``reasoning`` block and the answer as a ``text`` block whose
@@ -84,12 +105,46 @@ class ChatPleias(PleiasParams, BaseChatModel):
         >>> citation = reply.content_blocks[-1]["annotations"][0]
         >>> citation["title"], citation["cited_text"], citation["extras"]["status"]
         ('Eiffel Tower', "It was completed in 1889 for the World's Fair.", 'verified')
+
+        A follow-up question, rewritten by another chat model (here a scripted one):
+
+        >>> from langchain_core.language_models import FakeListChatModel
+        >>> from langchain_core.messages import AIMessage, HumanMessage
+        >>> rewriter = FakeListChatModel(responses=["When was the Eiffel Tower completed?"])
+        >>> chat = ChatPleias(model=path, max_tokens=96, condense_llm=rewriter)
+        >>> conversation = [
+        ...     HumanMessage("Tell me about the Eiffel Tower."),
+        ...     AIMessage("It is a wrought-iron lattice tower in Paris[1]."),
+        ...     HumanMessage("When was it completed?"),
+        ... ]
+        >>> reply = chat.invoke(conversation, documents=docs)
+        >>> reply.response_metadata["standalone_question"]
+        'When was the Eiffel Tower completed?'
+        >>> reply.content
+        'The Eiffel Tower was completed in 1889[1].'
     """
 
     streaming: bool = False
     """Whether ``invoke`` generates through the streaming path (LangChain convention)."""
+    condense_llm: Runnable[Any, Any] | None = None
+    """A chat model (any LangChain one, not a Pleias model) that rewrites a follow-up question
+    and the conversation before it into a standalone question. None: the last question is
+    answered as it stands."""
+    condense_prompt: BasePromptTemplate[Any] | None = None
+    """The rewriting prompt, with the variables ``question`` and ``chat_history`` (the
+    conversation as ``Human: ...``/``Assistant: ...`` lines). None: a built-in prompt."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    @field_validator("condense_llm", mode="plain")
+    @classmethod
+    def _check_condense_llm(cls, value: Any) -> Any:
+        return check_llm(value)
+
+    @field_validator("condense_prompt", mode="plain")
+    @classmethod
+    def _check_condense_prompt(cls, value: Any) -> Any:
+        return check_prompt(value)
 
     @property
     def _llm_type(self) -> str:
@@ -97,7 +152,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {
+        params: dict[str, Any] = {
             "model": self._model_label(),
             "dialect": self.dialect,
             "max_tokens": self.max_tokens,
@@ -106,6 +161,11 @@ class ChatPleias(PleiasParams, BaseChatModel):
             "seed": self.seed,
             "stop": self.stop,
         }
+        if self.condense_llm is not None:  # the same history gives another answer
+            params["condense_llm"] = llm_label(self.condense_llm)
+            if self.condense_prompt is not None:
+                params["condense_prompt"] = repr(self.condense_prompt)
+        return params
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(ls_model_type="chat")
@@ -132,11 +192,34 @@ class ChatPleias(PleiasParams, BaseChatModel):
         gen = self._generation(stop, kwargs)
         unexpected_kwargs("ChatPleias", kwargs)
         query, block_sources = split_messages(messages)
-        return _Call(backend, query, documents_to_sources(documents) + block_sources, gen)
+        history = split_conversation(messages) if self.condense_llm is not None else []
+        sources = documents_to_sources(documents) + block_sources
+        return _Call(backend, query, sources, gen, history)
+
+    def _condensed(self, call: _Call, run_manager: CallbackManagerForLLMRun | None) -> _Call:
+        """The call with its query rewritten by the ``condense_llm`` (when there is history)."""
+        if self.condense_llm is None or not call.history:
+            return call
+        config = child_config(run_manager)
+        query = condense(self.condense_llm, self.condense_prompt, call.history, call.query, config)
+        return replace(call, query=query, standalone=query)
+
+    async def _acondensed(
+        self, call: _Call, run_manager: AsyncCallbackManagerForLLMRun | None
+    ) -> _Call:
+        if self.condense_llm is None or not call.history:
+            return call
+        config = child_config(run_manager)
+        query = await acondense(
+            self.condense_llm, self.condense_prompt, call.history, call.query, config
+        )
+        return replace(call, query=query, standalone=query)
 
     def _result(self, call: _Call, answer: PleiasAnswer) -> ChatResult:
         name = call.backend.model_name
         message = answer_message(answer, name, usage(answer, call.backend, call.query))
+        if call.standalone is not None:
+            message.response_metadata[STANDALONE_KEY] = call.standalone
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"model_name": name},
@@ -148,9 +231,10 @@ class ChatPleias(PleiasParams, BaseChatModel):
         if isinstance(event, Finished):
             answer = event.answer
             name = call.backend.model_name
-            return ChatGenerationChunk(
-                message=final_chunk(answer, name, usage(answer, call.backend, call.query))
-            )
+            message = final_chunk(answer, name, usage(answer, call.backend, call.query))
+            if call.standalone is not None:  # on the last chunk only: merged strings add up
+                message.response_metadata[STANDALONE_KEY] = call.standalone
+            return ChatGenerationChunk(message=message)
         return None
 
     def _generate(
@@ -160,7 +244,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._prepare(messages, stop, kwargs)
+        call = self._condensed(self._prepare(messages, stop, kwargs), run_manager)
         return self._result(call, call.backend.answer(call.query, call.sources, **call.gen))
 
     async def _agenerate(
@@ -170,7 +254,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        call = self._prepare(messages, stop, kwargs)
+        call = await self._acondensed(self._prepare(messages, stop, kwargs), run_manager)
         answer = await call.backend.aanswer(call.query, call.sources, **call.gen)
         return self._result(call, answer)
 
@@ -181,7 +265,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        call = self._prepare(messages, stop, kwargs)
+        call = self._condensed(self._prepare(messages, stop, kwargs), run_manager)
         events = call.backend.stream(call.query, call.sources, **call.gen)
         try:
             for event in events:
@@ -200,7 +284,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        call = self._prepare(messages, stop, kwargs)
+        call = await self._acondensed(self._prepare(messages, stop, kwargs), run_manager)
         events = call.backend.astream(call.query, call.sources, **call.gen)
         try:
             async for event in events:

@@ -1,4 +1,5 @@
-"""``PleiasQueryEngine``: retrieval + :class:`PleiasSynthesizer` in one object."""
+"""``PleiasQueryEngine``: retrieval + :class:`PleiasSynthesizer` in one object, and the
+engine as an agent's tool (:meth:`PleiasQueryEngine.as_tool`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,22 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    PydanticResponse,
+    Response,
+    StreamingResponse,
+)
+from llama_index.core.bridge.pydantic import BaseModel, Field
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.indices.base import BaseIndex
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.tools import QueryEngineTool, ToolMetadata, ToolOutput
+
+from pleias_rag import Citation, PleiasAnswer, Source
+from pleias_rag.answer import by_number
 
 from ._convert import DEFAULT_MODEL
 from .llms import PleiasLLM
@@ -17,6 +30,19 @@ from .synthesizer import PleiasSynthesizer
 
 if TYPE_CHECKING:
     from pleias_rag.generation import Backend
+
+#: The tool's name when none is given.
+DEFAULT_TOOL_NAME = "answer_from_documents"
+#: The tool's description when none is given (the agent's LLM reads it).
+DEFAULT_TOOL_DESCRIPTION = (
+    "Answers a question from the document collection, quoting the documents it uses. "
+    "Give one standalone question: spell out what pronouns and references to the "
+    "conversation stand for. Returns the answer with [n] citation markers, then the "
+    "numbered sources with the quoted text."
+)
+#: Longest quote shown in the tool's content (longer ones are cut with "…").
+MAX_QUOTE_CHARS = 200
+_LABEL_CHARS = 60
 
 
 class PleiasQueryEngine(RetrieverQueryEngine):
@@ -60,6 +86,48 @@ class PleiasQueryEngine(RetrieverQueryEngine):
             node_postprocessors=node_postprocessors,
             callback_manager=callback_manager,
         )
+
+    def as_tool(
+        self,
+        name: str = DEFAULT_TOOL_NAME,
+        description: str = DEFAULT_TOOL_DESCRIPTION,
+        *,
+        return_direct: bool = False,
+    ) -> PleiasQueryEngineTool:
+        """This engine as the tool of an agent (see :class:`PleiasQueryEngineTool`).
+
+        A Pleias model does not call tools: the agent's brain is a function-calling LLM, and
+        this engine is the tool it calls to answer from documents with quotes. Follow-up
+        questions are the brain's job: it writes the tool's ``input`` (the default
+        description asks for a standalone question).
+
+        Args:
+            name: the tool's name, as the agent's LLM sees it.
+            description: what the tool does, as the agent's LLM sees it.
+            return_direct: end the agent's run with the tool's output.
+
+        Returns:
+            A ``QueryEngineTool`` whose output ``content`` is the answer and its numbered
+            sources, and whose ``raw_output`` is the cited ``Response``.
+
+        Example:
+            >>> from llama_index.core import Document, SummaryIndex
+            >>> from llama_index_pleias import PleiasQueryEngine
+            >>> index = SummaryIndex.from_documents([Document(text="Some notes.")])
+            >>> engine = PleiasQueryEngine.from_retriever(
+            ...     index.as_retriever(), model="PleIAs/Pleias-RAG-350M"  # loaded on first use
+            ... )
+            >>> tool = engine.as_tool(name="search_notes", description="Answers from my notes.")
+            >>> tool.metadata.name, tool.metadata.get_parameters_dict()["required"]
+            ('search_notes', ['input'])
+        """
+        metadata = ToolMetadata(
+            description=description,
+            name=name,
+            fn_schema=PleiasToolInput,
+            return_direct=return_direct,
+        )
+        return PleiasQueryEngineTool(query_engine=self, metadata=metadata)
 
     @property
     def synthesizer(self) -> PleiasSynthesizer:
@@ -133,3 +201,145 @@ class PleiasQueryEngine(RetrieverQueryEngine):
             callback_manager=callback_manager,
             **synthesizer_kwargs,
         )
+
+
+# --------------------------------------------------------------------------- the tool
+
+
+class PleiasToolInput(BaseModel):
+    """What the agent's LLM gives the tool."""
+
+    input: str = Field(
+        description="A standalone question, understandable without the conversation."
+    )
+
+
+class PleiasQueryEngineTool(QueryEngineTool):
+    """A query engine tool whose output the agent can cite and the application can show.
+
+    Build it with :meth:`PleiasQueryEngine.as_tool`. Its ``ToolOutput`` has:
+
+    - ``content`` (what the agent's LLM reads): the answer with ``[n]`` markers, then
+      ``Sources:`` and one line per marker number, ``[n] <title or url>: "<quote>"``
+      (quotes not found in their source are flagged; ``Sources: none cited.`` when the
+      answer cites nothing);
+    - ``raw_output``: the cited ``Response`` (never streaming: a streaming engine's answer is
+      read to the end), whose ``source_nodes`` are the cited nodes with their quotes;
+    - ``raw_input``: ``{"input": question}``.
+
+    Example:
+        >>> from llama_index.core import Document, SummaryIndex
+        >>> from llama_index_pleias import PleiasQueryEngine
+        >>> from pleias_rag.testing import cached_trained_model
+        >>> index = SummaryIndex.from_documents(
+        ...     [
+        ...         Document(
+        ...             text="The Eiffel Tower is a wrought-iron lattice tower in Paris. "
+        ...             "It was completed in 1889 for the World's Fair.",
+        ...             metadata={"title": "Eiffel Tower"},
+        ...         ),
+        ...         Document(
+        ...             text="The Louvre is the most visited museum in the world. "
+        ...             "It houses the Mona Lisa."
+        ...         ),
+        ...     ]
+        ... )
+        >>> engine = PleiasQueryEngine.from_retriever(
+        ...     index.as_retriever(),  # e.g. a vector index's retriever
+        ...     model=str(cached_trained_model("hash")),
+        ...     max_new_tokens=128,
+        ... )
+        >>> tool = engine.as_tool()
+        >>> output = tool.call(input="When was the Eiffel Tower completed?")
+        >>> print(output.content)
+        The Eiffel Tower was completed in 1889[1].
+        <BLANKLINE>
+        Sources:
+        [1] Eiffel Tower: "It was completed in 1889 for the World's Fair."
+        >>> [n.node.metadata["title"] for n in output.raw_output.source_nodes]
+        ['Eiffel Tower']
+    """
+
+    def call(self, *args: Any, **kwargs: Any) -> ToolOutput:
+        query = self._get_query_str(*args, **kwargs)
+        response = self.query_engine.query(query)
+        if isinstance(response, StreamingResponse):
+            response = response.get_response()
+        return self._output(query, response)
+
+    async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
+        query = self._get_query_str(*args, **kwargs)
+        response = await self.query_engine.aquery(query)
+        if isinstance(response, AsyncStreamingResponse):
+            response = await response.get_response()
+        elif isinstance(response, StreamingResponse):
+            response = response.get_response()
+        return self._output(query, response)
+
+    def _output(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
+        return ToolOutput(
+            content=_tool_content(response),
+            tool_name=self.metadata.get_name(),
+            raw_input={"input": query},
+            raw_output=response,
+        )
+
+
+def _tool_content(response: RESPONSE_TYPE) -> str:
+    """What the agent reads: the answer, then the numbered sources it quotes."""
+    if isinstance(response, PydanticResponse):
+        text = response.response.model_dump_json() if response.response else ""
+    elif isinstance(response, Response):
+        text = response.response or ""
+    else:  # a stream, read to the end
+        text = str(response)
+    answer = (response.metadata or {}).get("pleias_answer")
+    cited = _sources_text(answer) if isinstance(answer, PleiasAnswer) else _NONE_CITED
+    return "\n\n".join(part for part in (text.strip(), cited) if part)
+
+
+_NONE_CITED = "Sources: none cited."
+
+
+def _sources_text(answer: PleiasAnswer) -> str:
+    """``Sources:`` and one line per marker number: ``[n] <label>: "<quote>"``."""
+    groups = by_number(answer.citations)
+    if not groups:
+        return _NONE_CITED
+    lines = ["Sources:"]
+    for number, cites in groups.items():
+        quotes = "; ".join(dict.fromkeys(_quote(c) for c in cites))
+        lines.append(f"[{number}] {_label(cites[0])}: {quotes}")
+    return "\n".join(lines)
+
+
+def _label(c: Citation) -> str:
+    src = c.source
+    if src is None:
+        return f"unknown source {c.source_id!r} (not among the documents)"
+    return _source_label(src)
+
+
+def _source_label(src: Source) -> str:
+    """A source's title and url, else its file or first words."""
+    bits = [b for b in (src.title, src.url) if b]
+    if bits:
+        return " — ".join(dict.fromkeys(bits))
+    for key in ("file_name", "file_path", "source"):
+        value = src.metadata.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return _cut(" ".join(src.text.split()), _LABEL_CHARS)
+
+
+def _quote(c: Citation) -> str:
+    text = f'"{_cut(" ".join(c.quote.split()), MAX_QUOTE_CHARS)}"'
+    if c.status == "unverified":
+        return text + " (not found in the source)"
+    if c.status == "misattributed":
+        return text + " (found in another source)"
+    return text
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"

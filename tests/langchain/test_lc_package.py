@@ -17,11 +17,13 @@ EXPECTED = {
     "PleiasLLM",
     "PleiasOutputParser",
     "PleiasRAGChain",
+    "PleiasRAGTool",
     "PleiasReranker",
     "__version__",
     "create_pleias_rag_chain",
+    "create_pleias_rag_tool",
 }
-MODULES = ["chat_models", "llms", "chains", "rerankers", "output_parsers"]
+MODULES = ["chat_models", "llms", "chains", "rerankers", "output_parsers", "tools"]
 
 
 def test_all_lists_the_public_api() -> None:
