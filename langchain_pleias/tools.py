@@ -20,9 +20,8 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.tools import ArgsSchema, BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from pleias_rag.answer import Citation, PleiasAnswer, by_number
 from pleias_rag.generation import Backend
-from pleias_rag.sources import Source
+from pleias_rag.plain import answer_with_sources
 
 from ._convert import documents_to_sources, rebuild_answer
 from .chains import PleiasRAGChain, create_pleias_rag_chain
@@ -37,8 +36,6 @@ DEFAULT_DESCRIPTION = (
     "numbered sources with the quoted text."
 )
 #: Longest quote shown in the tool's content (longer ones are cut with "…").
-MAX_QUOTE_CHARS = 200
-_LABEL_CHARS = 60
 
 
 class PleiasRAGToolInput(BaseModel):
@@ -240,48 +237,4 @@ def _tool_content(result: Mapping[str, Any]) -> str:
         (),
         documents_to_sources(list(result.get("context", ())), argument="context"),
     )
-    return "\n\n".join(part for part in (answer.answer.strip(), _sources_text(answer)) if part)
-
-
-def _sources_text(answer: PleiasAnswer) -> str:
-    """``Sources:`` and one line per marker number: ``[n] <label>: "<quote>"``."""
-    groups = by_number(answer.citations)
-    if not groups:
-        return "Sources: none cited."
-    lines = ["Sources:"]
-    for number, cites in groups.items():
-        quotes = "; ".join(dict.fromkeys(_quote(c) for c in cites))
-        lines.append(f"[{number}] {_label(cites[0])}: {quotes}")
-    return "\n".join(lines)
-
-
-def _label(c: Citation) -> str:
-    src = c.source
-    if src is None:
-        return f"unknown source {c.source_id!r} (not among the documents)"
-    return _source_label(src)
-
-
-def _source_label(src: Source) -> str:
-    """A source's title and url, else its file or first words."""
-    bits = [b for b in (src.title, src.url) if b]
-    if bits:
-        return " — ".join(dict.fromkeys(bits))
-    for key in ("source", "file_name", "file_path"):
-        value = src.metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return _cut(" ".join(src.text.split()), _LABEL_CHARS)
-
-
-def _quote(c: Citation) -> str:
-    text = f'"{_cut(" ".join(c.quote.split()), MAX_QUOTE_CHARS)}"'
-    if c.status == "unverified":
-        return text + " (not found in the source)"
-    if c.status == "misattributed":
-        return text + " (found in another source)"
-    return text
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return answer_with_sources(answer)

@@ -21,8 +21,8 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.tools import QueryEngineTool, ToolMetadata, ToolOutput
 
-from pleias_rag import Citation, PleiasAnswer, Source
-from pleias_rag.answer import by_number
+from pleias_rag import PleiasAnswer
+from pleias_rag.plain import NONE_CITED, answer_with_sources
 
 from ._convert import DEFAULT_MODEL
 from .llms import PleiasLLM
@@ -41,8 +41,6 @@ DEFAULT_TOOL_DESCRIPTION = (
     "numbered sources with the quoted text."
 )
 #: Longest quote shown in the tool's content (longer ones are cut with "…").
-MAX_QUOTE_CHARS = 200
-_LABEL_CHARS = 60
 
 
 class PleiasQueryEngine(RetrieverQueryEngine):
@@ -294,52 +292,6 @@ def _tool_content(response: RESPONSE_TYPE) -> str:
     else:  # a stream, read to the end
         text = str(response)
     answer = (response.metadata or {}).get("pleias_answer")
-    cited = _sources_text(answer) if isinstance(answer, PleiasAnswer) else _NONE_CITED
-    return "\n\n".join(part for part in (text.strip(), cited) if part)
-
-
-_NONE_CITED = "Sources: none cited."
-
-
-def _sources_text(answer: PleiasAnswer) -> str:
-    """``Sources:`` and one line per marker number: ``[n] <label>: "<quote>"``."""
-    groups = by_number(answer.citations)
-    if not groups:
-        return _NONE_CITED
-    lines = ["Sources:"]
-    for number, cites in groups.items():
-        quotes = "; ".join(dict.fromkeys(_quote(c) for c in cites))
-        lines.append(f"[{number}] {_label(cites[0])}: {quotes}")
-    return "\n".join(lines)
-
-
-def _label(c: Citation) -> str:
-    src = c.source
-    if src is None:
-        return f"unknown source {c.source_id!r} (not among the documents)"
-    return _source_label(src)
-
-
-def _source_label(src: Source) -> str:
-    """A source's title and url, else its file or first words."""
-    bits = [b for b in (src.title, src.url) if b]
-    if bits:
-        return " — ".join(dict.fromkeys(bits))
-    for key in ("file_name", "file_path", "source"):
-        value = src.metadata.get(key)
-        if isinstance(value, str) and value.strip():
-            return value.strip()
-    return _cut(" ".join(src.text.split()), _LABEL_CHARS)
-
-
-def _quote(c: Citation) -> str:
-    text = f'"{_cut(" ".join(c.quote.split()), MAX_QUOTE_CHARS)}"'
-    if c.status == "unverified":
-        return text + " (not found in the source)"
-    if c.status == "misattributed":
-        return text + " (found in another source)"
-    return text
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    if isinstance(answer, PleiasAnswer):
+        return answer_with_sources(answer, text)
+    return "\n\n".join(part for part in (text.strip(), NONE_CITED) if part)
