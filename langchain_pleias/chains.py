@@ -340,7 +340,7 @@ def create_pleias_rag_chain(
         ValueError: ``llm`` is a text-completion model (use ``ChatPleias``), or
             ``condense_llm``/``condense_prompt`` is not usable.
 
-    Example:
+    Examples:
         >>> from langchain_core.documents import Document
         >>> from langchain_core.runnables import RunnableLambda
         >>> from langchain_pleias import ChatPleias, create_pleias_rag_chain

@@ -83,7 +83,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
     Constructing the model is cheap: a model name or folder is loaded on first use, and its
     weights are shared by every instance naming it.
 
-    Example:
+    Examples:
         >>> from langchain_core.documents import Document
         >>> from langchain_pleias import ChatPleias
         >>> from pleias_rag.testing import cached_trained_model

@@ -41,7 +41,7 @@ class PleiasLLM(PleiasParams, BaseLLM):
 
     ``batch()`` (and ``generate()``) runs every prompt in ONE batched generation.
 
-    Example:
+    Examples:
         >>> from langchain_pleias import PleiasLLM
         >>> from pleias_rag.testing import cached_trained_model
         >>> llm = PleiasLLM(model=str(cached_trained_model("hash")), max_tokens=64)

@@ -38,7 +38,7 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
     Give the documents that were in the prompt, in prompt order, so that ids resolve (the
     numbered dialect cites sources by position) and quotes are verified.
 
-    Example:
+    Examples:
         >>> from langchain_core.documents import Document
         >>> from langchain_pleias import PleiasOutputParser
         >>> doc = Document("The Moon orbits the Earth. Its gravity causes the tides.")

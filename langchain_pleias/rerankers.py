@@ -32,7 +32,7 @@ class PleiasReranker(PleiasParams, BaseDocumentCompressor):
     With ``analysis_only=True`` generation stops where the answer would start: faster, and
     the ranking rests on the analysis alone (no document is "cited").
 
-    Example:
+    Examples:
         >>> from langchain_core.documents import Document
         >>> from langchain_pleias import PleiasReranker
         >>> from pleias_rag.testing import cached_trained_model

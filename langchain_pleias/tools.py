@@ -56,7 +56,7 @@ class PleiasRAGTool(BaseTool):
     "cited_documents"}``. A LangGraph checkpointer stores the artifact's documents as dicts:
     :meth:`load_artifact` gives them back as documents.
 
-    Example:
+    Examples:
         >>> from langchain_core.documents import Document
         >>> from langchain_core.runnables import RunnableLambda
         >>> from langchain_pleias import ChatPleias, PleiasRAGTool, create_pleias_rag_tool
@@ -120,7 +120,7 @@ class PleiasRAGTool(BaseTool):
         Raises:
             ValueError: the message has no artifact of this tool.
 
-        Example:
+        Examples:
             >>> from langchain_core.messages import ToolMessage
             >>> from langchain_pleias import PleiasRAGTool
             >>> stored = {"page_content": "Some text.", "metadata": {}, "type": "Document"}
@@ -183,7 +183,7 @@ def create_pleias_rag_tool(
     Raises:
         ValueError: ``llm`` is not a Pleias chat model (see :func:`create_pleias_rag_chain`).
 
-    Example:
+    Examples:
         >>> from langchain_core.documents import Document
         >>> from langchain_core.runnables import RunnableLambda
         >>> from langchain_pleias import ChatPleias, create_pleias_rag_tool

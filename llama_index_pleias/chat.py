@@ -44,7 +44,7 @@ class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
       read to the end, ``astream_chat`` included;
     - ``sources[0].raw_output`` is the query engine's cited ``Response``.
 
-    Example:
+    Examples:
         >>> from llama_index.core import Document, SummaryIndex
         >>> from llama_index.core.base.llms.types import ChatMessage
         >>> from llama_index.core.llms.mock import MockFunctionCallingLLM
@@ -200,7 +200,7 @@ def condense_chat_engine(
             ``query_engine`` is not a query engine.
         ValueError: both ``chat_history`` and ``memory`` are given.
 
-    Example:
+    Examples:
         >>> from llama_index.core import Document, SummaryIndex
         >>> from llama_index.core.base.llms.types import ChatMessage
         >>> from llama_index.core.llms.mock import MockFunctionCallingLLM

@@ -59,7 +59,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
         require_citations: an answer with no citation fails (score 0) instead of passing.
         threshold: the score needed to pass (1.0: every citation grounded).
 
-    Example:
+    Examples:
         >>> from llama_index_pleias import CitationGroundingEvaluator
         >>> text = "The Eiffel Tower was completed in 1889."
         >>> from pleias_rag import source_id

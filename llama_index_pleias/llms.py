@@ -70,7 +70,7 @@ class PleiasLLM(CustomLLM):
         seed: random seed for sampling.
         stop: extra stop strings.
 
-    Example:
+    Examples:
         >>> from llama_index_pleias import PleiasLLM
         >>> llm = PleiasLLM("PleIAs/Pleias-RAG-350M", max_new_tokens=512)  # nothing loads yet
         >>> response = llm.complete(  # doctest: +SKIP

@@ -49,7 +49,7 @@ class PleiasReranker(BaseNodePostprocessor):
         max_new_tokens: output limit of the ranking call (the source analysis comes first in
             the output, so a short budget still ranks).
 
-    Example:
+    Examples:
         >>> from llama_index.core.schema import NodeWithScore, TextNode
         >>> from llama_index_pleias import PleiasReranker
         >>> reranker = PleiasReranker(model="PleIAs/Pleias-RAG-350M", top_n=3)

@@ -54,7 +54,7 @@ class PleiasQueryEngine(RetrieverQueryEngine):
     Build one with :meth:`from_index` or :meth:`from_retriever`, or directly from a retriever
     and a synthesizer.
 
-    Example:
+    Examples:
         >>> from llama_index.core import Document, VectorStoreIndex
         >>> from llama_index.core.embeddings import MockEmbedding
         >>> from llama_index_pleias import PleiasQueryEngine
@@ -108,7 +108,7 @@ class PleiasQueryEngine(RetrieverQueryEngine):
             A ``QueryEngineTool`` whose output ``content`` is the answer and its numbered
             sources, and whose ``raw_output`` is the cited ``Response``.
 
-        Example:
+        Examples:
             >>> from llama_index.core import Document, SummaryIndex
             >>> from llama_index_pleias import PleiasQueryEngine
             >>> index = SummaryIndex.from_documents([Document(text="Some notes.")])
@@ -225,7 +225,7 @@ class PleiasQueryEngineTool(QueryEngineTool):
       read to the end), whose ``source_nodes`` are the cited nodes with their quotes;
     - ``raw_input``: ``{"input": question}``.
 
-    Example:
+    Examples:
         >>> from llama_index.core import Document, SummaryIndex
         >>> from llama_index_pleias import PleiasQueryEngine
         >>> from pleias_rag.testing import cached_trained_model

@@ -90,7 +90,7 @@ class PleiasSynthesizer(BaseSynthesizer):
             ``dialect``, ``device``...), applied to a copy when ``model`` is a ``PleiasLLM``.
             Per-call generation kwargs can also be given to ``synthesize``.
 
-    Example:
+    Examples:
         >>> from llama_index.core import Document, VectorStoreIndex
         >>> from llama_index.core.query_engine import RetrieverQueryEngine
         >>> from llama_index_pleias import PleiasSynthesizer
