@@ -131,6 +131,18 @@ def main() -> None:
                              generation_config=bare_config)  # fmt: skip
         return str(tok.decode(out[0, len(ids) :], skip_special_tokens=False))
 
+    def bare_batch(batch: list[list[int]]) -> None:
+        """One left-padded generate: the ceiling of what batching can give."""
+        width = max(len(ids) for ids in batch)
+        x = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(x)
+        for i, ids in enumerate(batch):
+            x[i, width - len(ids) :] = torch.tensor(ids)
+            mask[i, width - len(ids) :] = 1
+        with torch.inference_mode():
+            model.generate(input_ids=x.to(device), attention_mask=mask.to(device),
+                           generation_config=bare_config)  # fmt: skip
+
     fp32 = model if dtype == torch.float32 else None
     if fp32 is None:
         loaded: Any = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -168,6 +180,9 @@ def main() -> None:
     rows.append((f"{n} sequential `answer` calls", f"{t_seq:.2f} s ({n * new / t_seq:.1f} tok/s)"))
     rows.append((f"`answer_batch` of {n}", f"{t_batch:.2f} s ({n * new / t_batch:.1f} tok/s)"))
     rows.append(("**batch speed-up** (same dtype)", f"**{t_seq / t_batch:.2f}x**"))
+    all_ids = [list(engine.encode(q, s, max_new_tokens=new).ids) for q, s in items]
+    t_bare_batch = timed(lambda: bare_batch(all_ids), device)
+    rows.append((f"bare padded `generate` of {n} (ceiling)", f"{t_bare_batch:.2f} s"))
 
     # 2b. default-settings engine vs an fp32 one-at-a-time loop like Pleias's helper library
     def helper_loop() -> None:

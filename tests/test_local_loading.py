@@ -288,6 +288,17 @@ def test_bad_model_arguments(
         PleiasModel.from_pretrained(tiny_random_model_hash, **kwargs)
 
 
+def test_device_map_without_accelerate_is_a_clear_error(tiny_random_model_hash: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is not None:
+        model = PleiasModel.from_pretrained(tiny_random_model_hash, device_map="cpu")
+        assert model.answer("q?", [], max_new_tokens=2).completion_tokens in (1, 2)
+        return
+    with pytest.raises(ValueError, match="device_map needs the accelerate package"):
+        PleiasModel.from_pretrained(tiny_random_model_hash, device_map="auto")
+
+
 def test_bad_call_arguments(tiny_random_model_hash: Path) -> None:
     model = PleiasModel.from_pretrained(tiny_random_model_hash, generation={"max_new_tokens": 4})
     assert model.settings.max_new_tokens == 4

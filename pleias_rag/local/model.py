@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import os
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,11 @@ class PleiasModel:
             )
         if device is not None and device_map is not None:
             raise ValueError("give device or device_map, not both")
+        if device_map is not None and importlib.util.find_spec("accelerate") is None:
+            raise ValueError(
+                "device_map needs the accelerate package: pip install accelerate, "
+                "or pass device= instead"
+            )
         self._settings = settings_from(generation)
         self._max_batch_size = check_int("max_batch_size", max_batch_size, 1) or 1
         self._batch_window = check_seconds("batch_window", batch_window, 1.0)
