@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Final, Literal
 
 Dialect = Literal["hash", "numbered"]
@@ -86,3 +87,16 @@ def check_dialect(dialect: str) -> Dialect:
 def special_tokens(dialect: str) -> tuple[str, ...]:
     """The special tokens a tokenizer of this dialect must carry, BOS/EOS excluded."""
     return NUMBERED_SPECIAL_TOKENS if check_dialect(dialect) == NUMBERED else HASH_SPECIAL_TOKENS
+
+
+def detect_dialect(vocab: Container[str], name: str) -> Dialect:
+    """The dialect a tokenizer's vocabulary was made for."""
+    if "<|source_id|>" in vocab or "<|language_start|>" in vocab:
+        return NUMBERED
+    if "<|source_analysis_start|>" in vocab and "<|answer_start|>" in vocab:
+        return HASH
+    raise ValueError(
+        f"cannot tell the dialect of {name!r}: its tokenizer has none of the Pleias markers "
+        "(<|source_id|>, <|source_analysis_start|>...). Is it a Pleias RAG model? If it is, "
+        "pass dialect='hash' (Pleias-Pico/Nano 0.1) or dialect='numbered' (Pleias-RAG-350M/1B)"
+    )

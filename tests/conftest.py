@@ -10,6 +10,9 @@ import pytest
 # Never reach the Hugging Face hub: every model the tests use is built locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tiny models gain nothing from intra-op threads, and a loaded 2-core machine loses a lot;
+# set before torch is imported (engine worker threads keep the count of their first use).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 DIALECTS = ("hash", "numbered")
 

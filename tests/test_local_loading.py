@@ -21,6 +21,7 @@ pytest.importorskip("transformers")
 
 import pleias_rag  # noqa: E402
 from pleias_rag import GenerationSettings  # noqa: E402
+from pleias_rag.dialects import detect_dialect  # noqa: E402
 from pleias_rag.generation import Backend  # noqa: E402
 from pleias_rag.local import (  # noqa: E402
     PleiasModel,
@@ -29,7 +30,6 @@ from pleias_rag.local import (  # noqa: E402
 )
 from pleias_rag.local._loading import (  # noqa: E402
     SharedCache,
-    detect_dialect,
     resolve_device,
     resolve_dtype,
 )

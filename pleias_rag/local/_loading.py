@@ -20,10 +20,9 @@ import torch
 from ..dialects import (
     CONTEXT_WINDOW,
     EOS,
-    HASH,
-    NUMBERED,
     Dialect,
     check_dialect,
+    detect_dialect,
     special_tokens,
 )
 from ..tokens import TokenCodec
@@ -141,19 +140,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         return _DTYPES[dtype.lower().removeprefix("torch.")]
     raise ValueError(
         f"dtype {dtype!r} is not supported: use 'auto', 'bfloat16', 'float16' or 'float32'"
-    )
-
-
-def detect_dialect(vocab: Mapping[str, int], name: str) -> Dialect:
-    """The dialect a tokenizer's vocabulary was made for."""
-    if "<|source_id|>" in vocab or "<|language_start|>" in vocab:
-        return NUMBERED
-    if "<|source_analysis_start|>" in vocab and "<|answer_start|>" in vocab:
-        return HASH
-    raise ValueError(
-        f"cannot tell the dialect of {name!r}: its tokenizer has none of the Pleias markers "
-        "(<|source_id|>, <|source_analysis_start|>...). Is it a Pleias RAG model? If it is, "
-        "pass dialect='hash' (Pleias-Pico/Nano 0.1) or dialect='numbered' (Pleias-RAG-350M/1B)"
     )
 
 

@@ -14,11 +14,18 @@ import torch
 
 from ..answer import PleiasAnswer
 from ..dialects import HASH, Dialect, check_dialect
-from ..generation import BatchItem, GenerationSettings, SourceLike
+from ..generation import (
+    BatchItem,
+    GenerationSettings,
+    SourceLike,
+    batch_items,
+    settings_from,
+    sources_arg,
+)
 from ..parser import Event, Finished, StreamParser, parse_response
 from ..sources import Source
 from ..tokens import EncodedPrompt
-from ._args import batch_items, check_int, check_seconds, request_seed, settings_from, sources_arg
+from ._args import check_int, check_seconds, request_seed
 from ._batching import Worker
 from ._loading import resolve_device, resolve_dtype
 from ._resources import Resources

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import httpx
 
-from ..generation import GenerationSettings
 from ._http import Transport
 from .errors import RemoteError
 
@@ -39,18 +38,6 @@ def check_seconds(name: str, value: object, *, positive: bool) -> float:
     if value < 0 or (positive and value == 0) or value != value:
         raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value}")
     return float(value)
-
-
-def check_settings(generation: GenerationSettings | Mapping[str, Any] | None) -> GenerationSettings:
-    if generation is None:
-        return GenerationSettings()
-    if isinstance(generation, GenerationSettings):
-        return generation
-    if isinstance(generation, Mapping):
-        return GenerationSettings().merged(**generation)
-    raise ValueError(
-        f"generation must be a GenerationSettings or a dict, got {type(generation).__name__}"
-    )
 
 
 class ServerInfo:

@@ -10,9 +10,9 @@ import httpx
 
 from ..answer import FinishReason
 from ..dialects import EOS, NUMBERED, NUMBERED_MAX_SOURCES
-from ..generation import BatchItem, GenerationSettings, SourceLike
+from ..generation import GenerationSettings
 from ..prompt import render_prompt
-from ..sources import Source, group_sources, make_sources
+from ..sources import Source, group_sources
 from .errors import RemoteError
 
 ANSWER_END = "<|answer_end|>"
@@ -70,33 +70,6 @@ def normalize_url(base_url: str) -> str:
     if parsed.path in ("", "/"):
         url += "/v1"
     return url
-
-
-def check_sources(sources: Sequence[SourceLike] | None) -> list[Source]:
-    if sources is None:
-        return []
-    if isinstance(sources, (str, bytes)):
-        raise ValueError("sources must be a list of texts or Source objects, not one str")
-    if not hasattr(sources, "__iter__"):
-        raise ValueError(f"sources must be a list, got {type(sources).__name__}")
-    return make_sources(sources)
-
-
-def batch_items(items: Sequence[BatchItem]) -> list[tuple[str, list[Source]]]:
-    if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
-        raise ValueError("answer_batch takes a list of (query, sources) pairs")
-    out: list[tuple[str, list[Source]]] = []
-    for i, item in enumerate(items):
-        if isinstance(item, str):
-            out.append((item, []))
-        elif isinstance(item, (tuple, list)) and len(item) == 2:
-            out.append((item[0], check_sources(item[1])))
-        else:
-            raise ValueError(
-                f"answer_batch item {i} must be a (query, sources) pair or a query str, "
-                f"got {type(item).__name__}"
-            )
-    return out
 
 
 def encode_string(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..dialects import HASH, NUMBERED, Dialect, check_dialect, special_tokens
+from ..dialects import Dialect, check_dialect, detect_dialect, special_tokens
 from ..tokens import TokenCodec
 
 # A tokenizer's model_max_length above this is transformers' "no limit" placeholder.
@@ -23,18 +23,6 @@ class LoadedTokenizer:
     codec: TokenCodec
     dialect: Dialect
     window_hint: int | None
-
-
-def detect_dialect(vocab: Any, name: str) -> Dialect:
-    """The dialect a tokenizer's vocabulary was made for."""
-    if "<|source_id|>" in vocab or "<|language_start|>" in vocab:
-        return NUMBERED
-    if "<|source_analysis_start|>" in vocab and "<|answer_start|>" in vocab:
-        return HASH
-    raise ValueError(
-        f"cannot tell the dialect of the tokenizer {name!r}: it has none of the Pleias markers. "
-        "Pass dialect='hash' (Pleias-Pico/Nano 0.1) or dialect='numbered' (Pleias-RAG-350M/1B)"
-    )
 
 
 def load_tokenizer(spec: Any, dialect: str | None) -> LoadedTokenizer:

@@ -16,7 +16,14 @@ import httpx
 
 from ..answer import PleiasAnswer
 from ..dialects import CONTEXT_WINDOW, HASH, Dialect, check_dialect
-from ..generation import BatchItem, GenerationSettings, SourceLike
+from ..generation import (
+    BatchItem,
+    GenerationSettings,
+    SourceLike,
+    batch_items,
+    settings_from,
+    sources_arg,
+)
 from ..parser import Event, Finished, StreamParser, parse_response
 from ..tokens import PromptEncoder
 from ._config import (
@@ -26,15 +33,12 @@ from ._config import (
     ServerKind,
     check_int,
     check_seconds,
-    check_settings,
 )
 from ._http import HttpSettings, Transport
 from ._request import (
     Completion,
     Prepared,
-    batch_items,
     body,
-    check_sources,
     completion,
     cut_eos,
     encode_string,
@@ -125,7 +129,7 @@ class RemoteBackend:
         self._max_sources = (
             None if max_sources is None else check_int("max_sources", max_sources, 0)
         )
-        self._settings = check_settings(generation)
+        self._settings = settings_from(generation)
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env) or None
         http = HttpSettings(
@@ -211,7 +215,7 @@ class RemoteBackend:
     def _prepare(
         self, query: str, sources: Sequence[SourceLike] | None, settings: GenerationSettings
     ) -> Prepared:
-        checked = check_sources(sources)
+        checked = sources_arg(sources)
         if self._tokenizer_spec is None:
             limit = self._max_sources
             return encode_string(query, checked, self.dialect, settings, limit)
@@ -373,7 +377,7 @@ class RemoteBackend:
     ) -> PleiasAnswer:
         """:meth:`answer` without blocking the event loop."""
         settings = self._settings.merged(**gen)
-        checked = check_sources(sources)
+        checked = sources_arg(sources)
         async with self._transport.async_client() as client:
             prep = await self._aprepare(query, checked, settings, client)
             return await self._acomplete(prep, client)
@@ -389,7 +393,7 @@ class RemoteBackend:
         """:meth:`stream` as an async iterator; settings and sources are checked now.
         Cancelling the consumer or closing the iterator closes the HTTP stream."""
         settings = self._settings.merged(**gen)
-        checked = check_sources(sources)
+        checked = sources_arg(sources)
         return self._astream(query, checked, settings)
 
     async def _astream(
