@@ -17,7 +17,7 @@ import pytest
 from remote_support import MAX_MODEL_LEN, SERVED_NAME
 
 from pleias_rag import AnswerDelta, Finished, PleiasAnswer, SectionStarted
-from pleias_rag.remote import RemoteBackend, RemoteStatusError, RemoteTimeoutError
+from pleias_rag.remote import RemoteBackend, RemoteStatusError
 from pleias_rag.testing import FAKE_HASH_ID, TRAINING_EXAMPLES, Example
 
 # The first test also waits for the server (its own bound: 600 s).
