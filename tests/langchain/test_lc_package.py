@@ -39,7 +39,7 @@ def test_all_lists_the_public_api() -> None:
 @pytest.mark.parametrize("name", sorted(EXPECTED - {"__version__", "PleiasRAGChain"}))
 def test_public_objects_document_an_example(name: str) -> None:
     doc = inspect.getdoc(getattr(langchain_pleias, name)) or ""
-    assert "Example:" in doc and ">>> " in doc
+    assert "Examples:" in doc and ">>> " in doc
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -36,7 +36,7 @@ def test_public_classes_have_an_example() -> None:
     for name in llama_index_pleias.__all__:
         obj = getattr(llama_index_pleias, name)
         if isinstance(obj, type) and name not in ("NodeRef", "GroundingResult"):
-            assert "Example:" in (obj.__doc__ or ""), name
+            assert "Examples:" in (obj.__doc__ or ""), name
 
 
 @pytest.mark.filterwarnings("ignore:A test tried to use socket")
