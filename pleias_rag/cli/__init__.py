@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ..answer import Citation, PleiasAnswer
+from ..fallback import has_answer, visible_text
 from ..html import render_page
 from ..sources import Source
 from .files import load_passages
@@ -126,7 +127,9 @@ def _progress(label: str, work: Any) -> Any:
 
 def format_answer(answer: PleiasAnswer) -> str:
     """The answer, then each citation with its file, position, quote and check."""
-    lines = [answer.answer.strip(), ""]
+    lines = [visible_text(answer).strip(), ""]
+    if not has_answer(answer):
+        lines.insert(0, "(the model wrote no answer section; its raw output follows)")
     if answer.citations:
         lines.append("Sources:")
     for c in answer.citations:
