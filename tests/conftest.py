@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import runpy
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,3 +60,26 @@ def tiny_trained_model(request: pytest.FixtureRequest) -> tuple[str, Path]:
 def corpus_dir() -> Path:
     """Real Pleias outputs, kept beside the project in ``../shared`` (not copied)."""
     return Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "pleias-outputs"
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+RunExample = Callable[..., str]
+
+
+@pytest.fixture
+def run_example(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tiny_trained_model_hash: Path,
+) -> RunExample:
+    """Run ``examples/NAME`` as ``__main__`` with these arguments, in-process; its stdout."""
+
+    def run(name: str, *args: str) -> str:
+        path = EXAMPLES / name
+        monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME` does
+        monkeypatch.setattr(sys, "argv", [str(path), *args])
+        capsys.readouterr()
+        runpy.run_path(str(path), run_name="__main__")
+        return capsys.readouterr().out
+
+    return run

@@ -13,11 +13,12 @@ import os
 import runpy
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import RunExample
 
 from pleias_rag import source_id
 from pleias_rag.testing import TRAINING_EXAMPLES
@@ -103,28 +104,6 @@ def in_order(out: str, expected: list[str]) -> None:
         found = out.find(piece, pos)
         assert found >= 0, f"{piece!r} not printed (after position {pos}) in:\n{out}"
         pos = found + len(piece)
-
-
-RunExample = Callable[..., str]
-
-
-@pytest.fixture
-def run_example(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tiny_trained_model_hash: Path,
-) -> RunExample:
-    """Run ``examples/NAME`` as ``__main__`` with these arguments; its stdout."""
-
-    def run(name: str, *args: str) -> str:
-        path = EXAMPLES / name
-        monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME` does
-        monkeypatch.setattr(sys, "argv", [str(path), *args])
-        capsys.readouterr()
-        runpy.run_path(str(path), run_name="__main__")
-        return capsys.readouterr().out
-
-    return run
 
 
 def test_every_example_is_run_here() -> None:

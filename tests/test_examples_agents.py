@@ -10,13 +10,12 @@ subprocess, with a timeout, as ``python examples/langchain_agent.py`` would.
 from __future__ import annotations
 
 import os
-import runpy
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import RunExample
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -84,28 +83,6 @@ def lines_in_order(out: str, expected: list[str]) -> None:
     for line in expected:
         assert line in lines[pos:], f"{line!r} not printed (after line {pos}) in:\n{out}"
         pos = lines.index(line, pos) + 1
-
-
-RunExample = Callable[..., str]
-
-
-@pytest.fixture
-def run_example(
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    tiny_trained_model_hash: Path,
-) -> RunExample:
-    """Run ``examples/NAME`` as ``__main__`` with these arguments; its stdout."""
-
-    def run(name: str, *args: str) -> str:
-        path = EXAMPLES / name
-        monkeypatch.syspath_prepend(str(EXAMPLES))  # as `python examples/NAME` does
-        monkeypatch.setattr(sys, "argv", [str(path), *args])
-        capsys.readouterr()
-        runpy.run_path(str(path), run_name="__main__")
-        return capsys.readouterr().out
-
-    return run
 
 
 # The workflows package inspects the (pydantic) LlamaIndex agent with inspect.getmembers.
