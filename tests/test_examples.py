@@ -13,12 +13,11 @@ import os
 import runpy
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import RunExample
 
 from pleias_rag import source_id
 from pleias_rag.testing import TRAINING_EXAMPLES
@@ -95,6 +94,7 @@ EXPECTED: dict[str, list[str]] = {
 REMOTE = ("remote_langchain.py", "remote_llama_index.py")
 #: Written by colleagues and tested with their own features.
 NOT_HERE = ("*agent*.py", "*followup*.py")
+RunExample = Callable[..., str]  # the `run_example` fixture of conftest.py
 
 
 def in_order(out: str, expected: list[str]) -> None:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import RunExample
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -74,6 +74,7 @@ EXPECTED: dict[str, list[str]] = {
         "  user: And when exactly was it finished?",
     ],
 }
+RunExample = Callable[..., str]  # the `run_example` fixture of conftest.py
 
 
 def lines_in_order(out: str, expected: list[str]) -> None:
