@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .sources import Source
+from .verify import WordChange
 
-MatchKind = Literal["exact", "normalized", "fuzzy", "none"]
-CitationStatus = Literal["verified", "unverified", "misattributed", "unknown_source"]
+MatchKind = Literal["exact", "normalized", "elided", "fuzzy", "none"]
+CitationStatus = Literal[
+    "verified", "approximate", "from_query", "misattributed", "unknown_source", "unverified"
+]
 FinishReason = Literal["stop", "length"]
+#: Statuses whose quote is in the cited source (word for word, or close for approximate).
+IN_SOURCE_STATUSES: frozenset[str] = frozenset({"verified", "approximate"})
 
 
 @dataclass(frozen=True)
@@ -20,18 +25,37 @@ class Citation:
     Attributes:
         number: the marker number ``n`` of ``[n]`` (one number per distinct cited id).
         source_id: the id the model wrote, normalized (``**``, spaces, ``<|source_id|>`` removed).
-        quote: the quoted text, one layer of wrapping quotes removed.
+        quote: the model's quote, one layer of wrapping quotes removed.
         start: start of the ``[n]`` marker in ``PleiasAnswer.answer``.
         end: end of that marker.
         sources: every source with that id (identical texts share one id); empty if unknown.
-        source_start: start of the quote in the source text, or None when not found there.
-        source_end: end of the quote in the source text, or None.
-        match: how the quote was found: ``exact``, ``normalized``, ``fuzzy`` or ``none``.
-        score: similarity of the quote to the matched text, 0..1.
-        status: ``verified`` (found in the named source), ``misattributed`` (found in another
-            source, see ``found_in``), ``unknown_source`` (no source has this id) or
-            ``unverified`` (the source exists but the quote is not in it).
-        found_in: for a misattributed (or unknown-id) quote, the sources where it was found.
+        source_start: start of the matched words in the cited source's text (verified and
+            approximate quotes only, else None).
+        source_end: end of those words.
+        spans: each matched piece in the cited source (several for an elided quote).
+        match: how the quote was found in the cited source: ``exact``, ``normalized``,
+            ``elided``, ``fuzzy`` or ``none``.
+        score: similarity of the quote to the matched words, 0..1.
+        status: what the quote is worth (see ``docs/citations.md``):
+
+            - ``verified``: in the cited source word for word, or after a normalization that
+              cannot change a number, a sign, a unit or a negation (spacing, case, quote
+              styles); an elided quote when every piece is, in order.
+            - ``approximate``: close to a passage of the cited source but not the same words
+              (see ``changes``); never a change to a number, a unit or a negation.
+            - ``from_query``: not in any source but in the query: the model quoted the question.
+            - ``misattributed``: not in the cited source but in another (``found_in``).
+            - ``unknown_source``: no source has this id.
+            - ``unverified``: the source exists and the quote is not in it (``note`` says why).
+        found_in: sources holding the quote word for word when it is not in the cited one
+            (misattributed, or unknown id).
+        found_start: start of the quote in ``found_in[0]``'s text, or None.
+        found_end: end of it.
+        matched_text: the source's own words for the quote: the cited source's (verified,
+            approximate) or ``found_in[0]``'s (misattributed); "" when none matched.
+        changes: word differences between the quote and the closest passage (approximate
+            quotes, and unverified ones that came close).
+        note: why the quote is not verified, in words ("" when it is).
         truncated: the ref was cut off by the end of the output.
     """
 
@@ -48,6 +72,12 @@ class Citation:
     status: CitationStatus = "unverified"
     found_in: tuple[Source, ...] = ()
     truncated: bool = False
+    spans: tuple[tuple[int, int], ...] = ()
+    found_start: int | None = None
+    found_end: int | None = None
+    matched_text: str = ""
+    changes: tuple[WordChange, ...] = ()
+    note: str = ""
 
     @property
     def source(self) -> Source | None:
@@ -62,22 +92,55 @@ class Citation:
     def verified(self) -> bool:
         return self.status == "verified"
 
+    @property
+    def credited(self) -> tuple[Source, ...]:
+        """The sources that hold this quote, which rankings credit: the cited ones for a
+        verified or approximate quote, the first ``found_in`` text for a misattributed one
+        (with its identical copies), none otherwise."""
+        if self.status in IN_SOURCE_STATUSES:
+            return self.sources
+        if self.status == "misattributed" and self.found_in:
+            text = self.found_in[0].text
+            return tuple(s for s in self.found_in if s.text == text)
+        return ()
+
+    @property
+    def credited_span(self) -> tuple[int | None, int | None]:
+        """Offsets of the quote in the text of :attr:`credited` sources."""
+        if self.status in IN_SOURCE_STATUSES:
+            return self.source_start, self.source_end
+        if self.status == "misattributed":
+            return self.found_start, self.found_end
+        return None, None
+
     def to_dict(self) -> dict[str, Any]:
+        """The citation as JSON-ready data: the one shape every adapter exposes.
+
+        ``start``/``end`` are the ``[n]`` marker in the answer; ``source_start``/
+        ``source_end`` the matched words in the cited source; ``found_start``/``found_end``
+        the quote in ``found_in[0]``.
+        """
         src = self.source
         return {
             "number": self.number,
             "source_id": self.source_id,
             "quote": self.quote,
+            "matched_text": self.matched_text,
             "start": self.start,
             "end": self.end,
             "source_start": self.source_start,
             "source_end": self.source_end,
+            "spans": [list(s) for s in self.spans],
             "match": self.match,
             "score": self.score,
             "status": self.status,
+            "note": self.note,
+            "changes": [c.to_dict() for c in self.changes],
             "truncated": self.truncated,
             "source": None if src is None else {"id": src.id, "metadata": dict(src.metadata)},
-            "found_in": [s.id for s in self.found_in],
+            "found_in": list(dict.fromkeys(s.id for s in self.found_in)),
+            "found_start": self.found_start,
+            "found_end": self.found_end,
         }
 
 

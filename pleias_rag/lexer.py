@@ -26,8 +26,9 @@ class Token:
 # Longest plausible partial token held back; beyond it the text is plain text.
 _MAX_PENDING = 512
 
+# Markers are case-sensitive: "<|ANSWER_END|>" is text a model copied, not a marker.
 _TOKEN = re.compile(
-    r"<\|(?P<marker>[A-Za-z_]{1,40})\|>"
+    r"(?-i:<\|(?P<marker>[a-z_]{1,40})\|>)"
     r"|<ref\b(?P<attrs>(?:<\|[A-Za-z_]{1,40}\|>|[^<>]){0,480})>"
     r"|(?P<ref_close></ref\s*>)"
     r"|(?P<eos></s>|#END#)"
@@ -79,6 +80,8 @@ class Lexer:
                 break
             i = m.start()
             tok = _TOKEN.match(buf, i)
+            if tok is not None and tok.end() - i > _MAX_PENDING:
+                tok = None  # longer than what a stream may hold back: text in both cases
             if tok is not None:
                 if i > text_start:
                     tokens.append(Token("text", buf[text_start:i]))
@@ -107,7 +110,7 @@ class Lexer:
 def _make_token(m: re.Match[str]) -> Token:
     raw = m.group(0)
     if m.group("marker") is not None:
-        return Token("marker", raw, m.group("marker").lower())
+        return Token("marker", raw, m.group("marker"))
     if m.group("attrs") is not None:
         return Token("ref_open", raw, ref_name(m.group("attrs")))
     if m.group("ref_close") is not None:

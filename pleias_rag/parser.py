@@ -12,11 +12,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from . import meaning
 from .answer import Citation, CitationStatus, FinishReason, PleiasAnswer
 from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
 from .lexer import Lexer, Token
 from .sources import Source, SourceGroup, group_sources
-from .verify import NOT_FOUND, QuoteMatch, SourceText
+from .verify import NOT_FOUND, QuoteMatch, SourceText, WordChange
 
 SECTIONS = frozenset(NUMBERED_SECTIONS)
 _NUMBERED_EVIDENCE = SECTIONS - {"source_analysis", "answer"} | {"source_id"}
@@ -25,8 +26,11 @@ _ID_JUNK = re.compile(r"<\|source_id(?:_start|_end)?\|>|\*\*|^[\s\"'“”«»]+
 _QUOTE_PAIRS = {'"': '"', "“": "”", "«": "»", "„": "“", "'": "'"}
 _FINAL_PUNCT = ".!?…。！？"
 _TRAILING_CLOSERS = re.compile(r"(?:\[\d+\]|[\s\"'”’»)\]*_])+$")
+# Where a bare quote may end: before a space, or before punctuation that ends a word.
+_CUT = re.compile(r"\s+|[^\w\s]+(?=\s|$)")
+_POSITION = re.compile(r"[0-9]{1,6}")
 _MENTION = re.compile(
-    r"<\|source_id\|>\s*(?P<num>\d+)"
+    r"<\|source_id\|>\s*(?P<num>[0-9]+)"
     r"|<ref\s+name\s*=\s*(?P<ref>(?:<\|[A-Za-z_]+\|>|[^<>])*?)\s*>"
     r"|\*\*(?P<bold>[^*\n]{1,200}?)\*\*"
     r"|\b(?P<hex>[0-9a-f]{16})\b"
@@ -87,48 +91,90 @@ def strip_quote(text: str) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    """What checking one quote found (see :class:`~pleias_rag.answer.Citation`)."""
+
+    status: CitationStatus
+    match: QuoteMatch = NOT_FOUND
+    matched_text: str = ""
+    found_in: tuple[Source, ...] = ()
+    found: QuoteMatch = NOT_FOUND
+    note: str = ""
+
+
 class _Resolver:
     """Maps written ids to source groups and checks quotes against their texts."""
 
-    def __init__(self, sources: Sequence[Source]) -> None:
+    def __init__(self, sources: Sequence[Source], query: str = "") -> None:
         self.groups = group_sources(sources)
         self.by_id = {g.id: g for g in self.groups}
         self.by_lower = {g.id.lower(): g for g in reversed(self.groups)}
         self._texts: dict[str, SourceText] = {}
+        self._query = SourceText(query) if query.strip() else None
 
     def resolve(self, sid: str, *, numbered: bool) -> SourceGroup | None:
-        group = self.by_id.get(sid) or self.by_lower.get(sid.lower())
-        if group is None and numbered and sid.isdigit() and 1 <= int(sid) <= len(self.groups):
-            group = self.groups[int(sid) - 1]
-        return group
+        # The numbered prompt labels sources by position only: a number is a position there,
+        # even when some source's own id is that number.
+        if numbered and _POSITION.fullmatch(sid):
+            pos = int(sid)
+            return self.groups[pos - 1] if 1 <= pos <= len(self.groups) else None
+        return self.by_id.get(sid) or self.by_lower.get(sid.lower())
 
     def text(self, group: SourceGroup) -> SourceText:
         if group.id not in self._texts:
             self._texts[group.id] = SourceText(group.text)
         return self._texts[group.id]
 
-    def check(
-        self, quote: str, group: SourceGroup | None
-    ) -> tuple[QuoteMatch, CitationStatus, tuple[Source, ...]]:
+    def check(self, quote: str, group: SourceGroup | None, *, open_end: bool) -> _Verdict:
+        unresolved: CitationStatus = "unknown_source" if group is None else "unverified"
+        if not quote:
+            return _Verdict(unresolved, note="the quote is empty")
+        if meaning.too_short(quote):
+            return _Verdict(unresolved, note="the quote is too short to carry a claim")
         named = NOT_FOUND
-        if group is not None and quote:
-            named = self.text(group).locate(quote, fuzzy=False)
-            if named.found:
-                return named, "verified", ()
+        if group is not None:
+            named = self.text(group).locate(quote, fuzzy=False, open_end=open_end)
+            if named.verbatim:
+                return _Verdict("verified", named, named.matched_text(group.text))
         elsewhere: list[Source] = []
-        if quote:
-            for other in self.groups:
-                if other is not group and self.text(other).locate(quote, fuzzy=False).found:
-                    elsewhere.extend(other.members)
+        first = NOT_FOUND
+        for other in self.groups:
+            if other is group:
+                continue
+            m = self.text(other).locate(quote, fuzzy=False, open_end=open_end)
+            if m.verbatim:
+                if not elsewhere:
+                    first = m
+                elsewhere.extend(other.members)
+        found_text = first.matched_text(elsewhere[0].text) if elsewhere else ""
         if group is None:
-            return NOT_FOUND, "unknown_source", tuple(elsewhere)
+            note = "no source has this id" + (" (the quote is in another one)" if elsewhere else "")
+            return _Verdict("unknown_source", NOT_FOUND, "", tuple(elsewhere), first, note)
         if elsewhere:
-            return NOT_FOUND, "misattributed", tuple(elsewhere)
-        if quote:
-            named = self.text(group).locate(quote, fuzzy=True)
-            if named.found:
-                return named, "verified", ()
-        return named, "unverified", ()
+            note = "the quote is in another source than the one cited"
+            return _Verdict("misattributed", NOT_FOUND, found_text, tuple(elsewhere), first, note)
+        close = self.text(group).locate(quote, fuzzy=True)
+        if self._in_query(quote, close):
+            return _Verdict("from_query", note="the quote is copied from the query, not a source")
+        if close.kind == "fuzzy" and not close.problem:
+            return _Verdict("approximate", close, close.matched_text(group.text))
+        note = close.problem or named.problem or "the quote is not in the cited source"
+        return _Verdict("unverified", _near_miss(close), "", note=note)
+
+    def _in_query(self, quote: str, close: QuoteMatch) -> bool:
+        if self._query is None:
+            return False
+        if self._query.locate(quote, fuzzy=False).verbatim:
+            return True
+        # Closer to the query than to the source: a copied claim, slightly changed.
+        in_query = self._query.locate(quote, fuzzy=True)
+        return in_query.found and (not close.found or in_query.score > close.score)
+
+
+def _near_miss(close: QuoteMatch) -> QuoteMatch:
+    """An unverified quote keeps the word changes of its near miss, not its offsets."""
+    return QuoteMatch("none", 0.0, changes=close.changes, problem=close.problem)
 
 
 class _AnswerBuilder:
@@ -154,12 +200,12 @@ class _AnswerBuilder:
     def token(self, tok: Token, events: list[Event]) -> None:
         if tok.kind == "ref_open":
             if self.ref_name is not None:
-                self.finish_ref(events, truncated=True)
+                self.finish_ref(events, unclosed=True)
             self.ref_name = tok.value
             self.quote_parts = []
         elif tok.kind == "ref_close":
             if self.ref_name is not None:
-                self.finish_ref(events, truncated=False)
+                self.finish_ref(events)
         elif self.ref_name is not None:
             self.quote_parts.append(tok.raw)
         elif tok.kind == "text":
@@ -179,15 +225,24 @@ class _AnswerBuilder:
         else:
             self.pending_ws += text
 
-    def finish_ref(self, events: list[Event], *, truncated: bool) -> None:
+    def finish_ref(
+        self, events: list[Event], *, unclosed: bool = False, truncated: bool = False
+    ) -> None:
+        """End the open ref: at its ``</ref>``, or, ``unclosed``, where the quote ends
+        when the output went on without one (the rest is answer text again), or
+        ``truncated`` by the end of the output."""
         assert self.ref_name is not None
+        p = self._parser
         sid = normalize_source_id(self.ref_name)
-        quote = strip_quote("".join(self.quote_parts))
+        numbered = p.dialect == NUMBERED
+        group = p._resolver.resolve(sid, numbered=numbered)
+        content, rest = "".join(self.quote_parts), ""
+        if unclosed:
+            content, rest = _split_unclosed(content, p._resolver, group)
+        quote = strip_quote(content)
         if truncated and quote[:1] in _QUOTE_PAIRS:
             quote = quote[1:].lstrip()  # its closing quote was cut off
         self.ref_name, self.quote_parts = None, []
-        p = self._parser
-        group = p._resolver.resolve(sid, numbered=p.dialect == NUMBERED)
         key = group.id if group is not None else "\0" + sid
         number = self.numbers.setdefault(key, len(self.numbers) + 1)
         if self.last_marker is not None and self.last_marker[0] == number:
@@ -200,7 +255,7 @@ class _AnswerBuilder:
             self.pending_ws = ""
             end = start + len(marker)
             self.last_marker = (number, start, end)
-        match, status, found_in = p._resolver.check(quote, group)
+        v = p._resolver.check(quote, group, open_end=truncated)
         citation = Citation(
             number=number,
             source_id=sid,
@@ -208,16 +263,59 @@ class _AnswerBuilder:
             start=start,
             end=end,
             sources=group.members if group is not None else (),
-            source_start=match.start,
-            source_end=match.end,
-            match=match.kind,
-            score=match.score,
-            status=status,
-            found_in=found_in,
+            source_start=v.match.start,
+            source_end=v.match.end,
+            spans=v.match.spans,
+            match=v.match.kind,
+            score=v.match.score,
+            status=v.status,
+            found_in=v.found_in,
+            found_start=v.found.start,
+            found_end=v.found.end,
+            matched_text=v.matched_text,
+            changes=v.match.changes,
+            note=v.note,
             truncated=truncated,
         )
         self.citations.append(citation)
         events.append(CitationCompleted(citation))
+        if rest.strip():
+            self.text(rest, events)
+
+
+def _split_unclosed(
+    content: str, resolver: _Resolver, group: SourceGroup | None
+) -> tuple[str, str]:
+    """Where the quote of a ref with no ``</ref>`` ends, and the answer text after it.
+
+    A wrapped quote ends at its closing quote mark; a bare one at the longest run of whole
+    words that the cited source holds. Without either, all of it is the quote.
+    """
+    body = content.lstrip()
+    lead = len(content) - len(body)
+    closer = _QUOTE_PAIRS.get(body[:1])
+    if closer is not None:
+        for m in re.finditer(re.escape(closer), body[1:]):
+            k = m.end() + 1
+            if k >= len(body) or not body[k].isalnum():
+                return content[: lead + k], content[lead + k :]
+        return content, ""
+    if group is None:
+        return content, ""
+    cuts = sorted({m.start() for m in _CUT.finditer(body)} - {0} | {len(body)})
+    source = resolver.text(group)
+    lo, hi, best = 0, len(cuts) - 1, -1
+    while lo <= hi:  # found prefixes are nested: the longest one by bisection
+        mid = (lo + hi) // 2
+        if source.find_close(body[: cuts[mid]]).found:
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    if best < 0 or cuts[best] == len(body):
+        return content, ""
+    end = cuts[best]
+    # Punctuation the source has right after the quote belongs to the answer either way.
+    return content[: lead + end], content[lead + end :]
 
 
 # --- the state machine --------------------------------------------------------------------
@@ -234,6 +332,12 @@ class StreamParser:
             a prompt ending in ``<|source_analysis_start|>`` passes ``"source_analysis"``).
             When None, text before the first marker is held until a marker says what it was;
             text with no marker at all is the answer (servers that strip special tokens).
+        query: the question of the prompt: a quote copied from it rather than from a source
+            gets the status ``from_query``.
+
+    Markers are read case-sensitively (``<|ANSWER_END|>`` is text). ``### Answer ###``
+    headings and the ``#END#`` / ``</s>`` stops belong to the markdown dialect only: in the
+    other two they are text a model copied from a document.
     """
 
     def __init__(
@@ -242,6 +346,7 @@ class StreamParser:
         dialect: str | None = None,
         *,
         start: str | None = None,
+        query: str = "",
     ) -> None:
         if dialect is not None and dialect not in _OUTPUT_DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r}: use one of {_OUTPUT_DIALECTS} or None")
@@ -249,8 +354,10 @@ class StreamParser:
             raise ValueError(f"unknown section {start!r}: use one of {sorted(SECTIONS)}")
         self._given = dialect
         self._detected: str | None = None
+        if not isinstance(query, str):
+            raise TypeError(f"query must be the question (str), got {type(query).__name__}")
         self._sources = tuple(sources)
-        self._resolver = _Resolver(self._sources)
+        self._resolver = _Resolver(self._sources, query)
         self._lexer = Lexer()
         self._answer = _AnswerBuilder(self)
         self._texts: dict[str, list[str]] = {}
@@ -262,6 +369,8 @@ class StreamParser:
         self._result: PleiasAnswer | None = None
         self._start = start
         self._raw: list[str] = []
+        self._saw_marker = False  # a <|...|> section marker: not the markdown dialect
+        self._closing = False
 
     @property
     def dialect(self) -> str:
@@ -293,6 +402,9 @@ class StreamParser:
         hit its token limit).
         """
         events = self.feed("") if self._result is None else []
+        self._closing = True
+        if finish_reason == "stop":
+            self._stopped = True  # the backend saw the model stop (its stop string cut off)
         for tok in self._lexer.close():
             self._token(tok, events)
         if self._lead is not None:
@@ -311,9 +423,20 @@ class StreamParser:
 
     # -- tokens --
 
+    def _markdown(self) -> bool:
+        if self._given is not None:
+            return self._given == MARKDOWN
+        return self._detected == MARKDOWN or (self._detected is None and not self._saw_marker)
+
     def _token(self, tok: Token, events: list[Event]) -> None:
         if self._ended:
             return
+        if tok.kind in ("heading", "eos") and (
+            not self._markdown() or (tok.value == "analysis" and "answer" in self._texts)
+        ):
+            tok = Token("text", tok.raw)  # copied from a document, or a section gone back to
+        elif tok.kind == "marker" and _structural(tok.value):
+            self._saw_marker = True
         if tok.kind == "ref_open" and "<|source_id|>" in tok.value:
             self._detect(NUMBERED)
         if self._lead is not None:
@@ -374,7 +497,10 @@ class StreamParser:
         section = self._section
         assert section is not None
         if section == "answer" and self._answer.ref_name is not None:
-            self._answer.finish_ref(events, truncated=True)
+            if self._closing and not self._stopped:
+                self._answer.finish_ref(events, truncated=True)
+            else:
+                self._answer.finish_ref(events, unclosed=True)
         self._section = None
         events.append(SectionEnded(section))
 
@@ -476,11 +602,12 @@ def parse_response(
     *,
     start: str | None = None,
     finish_reason: FinishReason | None = None,
+    query: str = "",
 ) -> PleiasAnswer:
     """Parse a whole Pleias output (see :class:`StreamParser` for the arguments)."""
     if not isinstance(raw, str):
         raise ValueError(f"raw must be the model's output text (str), got {type(raw).__name__}")
-    parser = StreamParser(sources, dialect, start=start)
+    parser = StreamParser(sources, dialect, start=start, query=query)
     parser.feed(raw)
     parser.close(finish_reason)
     return parser.result

@@ -1,76 +1,201 @@
-"""Finding a model's quote in a source text: exact, normalized, piecewise over elisions, fuzzy."""
+"""Finding a model's quote in a source text, and saying how far it can be trusted.
+
+Three kinds of match *verify* a quote: ``exact``, ``normalized`` (spacing, line-break
+hyphens, case, quote and dash styles, zero-width characters: changes that cannot touch a
+digit, a sign, a separator, ``%``, a unit or a negation) and ``elided`` (every piece of a quote
+shortened with ``(…)`` found in order, each piece long enough to mean something, and no
+negation left out between them). A ``fuzzy`` match is only close: it comes with the word
+changes, and with a ``problem`` when a change touches a number or a negation. See
+:mod:`pleias_rag.meaning` for those words.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
 from rapidfuzz import fuzz
+from rapidfuzz.distance import Indel
 
-Kind = Literal["exact", "normalized", "fuzzy", "none"]
+from . import meaning
 
-#: Fuzzy matches below this rapidfuzz ``partial_ratio`` (0-100) do not count as found.
+Kind = Literal["exact", "normalized", "elided", "fuzzy", "none"]
+VERBATIM_KINDS: frozenset[str] = frozenset({"exact", "normalized", "elided"})
+
+#: Fuzzy matches below this rapidfuzz ``partial_ratio`` (0-100) do not count as close.
 FUZZY_THRESHOLD = 85.0
+#: Fuzzy matching needs this many normalized characters in the quote.
+FUZZY_MIN_CHARS = 12
+#: Each piece of an elided quote needs this many words.
+MIN_PIECE_WORDS = 3
+# Longer quotes are aligned inside a window found by shared 8-grams (partial_ratio is
+# quadratic in the quote's length).
+_ANCHOR_ABOVE = 512
+_GRAM = 8
+_MAX_OCCURRENCES = 200
 
-_ZERO_WIDTH = {"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"}
+_ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
 _CHAR_MAP = {
     **dict.fromkeys("“”„‟«»″〝〞＂", '"'),
     **dict.fromkeys("‘’‚‛′‹›`´", "'"),
     **dict.fromkeys("‐‑‒–—―−", "-"),
     "…": "...",
 }
-# "(…)", "[...]", a bare "…" or " ... ": where a model shortened its quote.
-_ELISION = re.compile(r"\s*(?:[(\[]\s*(?:…|\.\.\.)\s*[)\]]|…|\s\.\.\.\s)\s*")
+# "(…)", "[...]", or a bare "…"/"..." with a space on at least one side: where a model
+# shortened its quote ("Pa…ris" is not an elision).
+_ELISION = re.compile(
+    r"\s*[(\[]\s*(?:…|\.\.\.)\s*[)\]]\s*"
+    r"|\s+(?:…|\.\.\.)\s*|(?:…|\.\.\.)(?:\s+|$)|^(?:…|\.\.\.)"
+)
+# A space before three digits that end a number: a thousands separator ("1 665").
+_THOUSANDS = re.compile(r"(?<=\d)\s+(?=\d{3}(?!\d))")
+# Scripts written without spaces, where a letter beside the match is no word boundary.
+_NO_SPACES = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+@dataclass(frozen=True)
+class WordChange:
+    """One difference between a quote and the source words it was matched to."""
+
+    quote: str
+    source: str
+
+    @property
+    def op(self) -> str:
+        return "insert" if not self.source else "delete" if not self.quote else "replace"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"op": self.op, "quote": self.quote, "source": self.source}
 
 
 @dataclass(frozen=True)
 class QuoteMatch:
-    """Where a quote was found in a text: ``text[start:end]``, how, and how well (0..1)."""
+    """Where a quote was found in a text, how, and how well (0..1).
+
+    ``text[start:end]`` covers the match (for an elided quote, from its first piece to its
+    last; ``spans`` has each piece). ``changes`` are the word differences of a fuzzy match,
+    ``problem`` says why a match, or an almost-match, does not verify the quote.
+    """
 
     kind: Kind
     score: float
     start: int | None = None
     end: int | None = None
+    spans: tuple[tuple[int, int], ...] = ()
+    changes: tuple[WordChange, ...] = ()
+    problem: str = ""
 
     @property
     def found(self) -> bool:
         return self.kind != "none"
 
+    @property
+    def verbatim(self) -> bool:
+        """Whether this match verifies the quote (exact, normalized or elided)."""
+        return self.kind in VERBATIM_KINDS
+
+    def matched_text(self, text: str) -> str:
+        """The words of ``text`` this match covers; elided pieces joined with " (…) "."""
+        if not self.spans:
+            return ""
+        return " (…) ".join(text[s:e] for s, e in self.spans)
+
 
 NOT_FOUND = QuoteMatch("none", 0.0)
-_RANK = {"exact": 0, "normalized": 1, "fuzzy": 2, "none": 3}
 
 
-def _normalize(text: str, *, alnum_only: bool) -> tuple[str, list[int]]:
-    """Casefolded text with quotes/dashes unified and spaces collapsed, and the original index of
-    each output char. ``alnum_only`` also drops everything but letters and digits, which makes
-    OCR spacing ("199 0s") and line-break hyphens ("mas-\\nsive") irrelevant."""
+def _fold_char(ch: str) -> str:
+    mapped = _CHAR_MAP.get(ch)
+    if mapped is not None:
+        return mapped
+    folded = unicodedata.normalize("NFKC", ch)
+    # "²", "½", "①" must not become digits: "m²" is not "m2", "10⁶" not "106".
+    if folded != ch and not ch.isdecimal() and any(c.isdigit() for c in folded):
+        return ch.casefold()
+    return folded.casefold()
+
+
+def _fold(text: str, *, compact: bool) -> tuple[str, list[int]]:
+    """Casefolded ``text`` with quote/dash styles unified and zero-width characters gone,
+    and the original index of each output character.
+
+    ``compact`` also drops whitespace (OCR spacing: "Eiffel T ower", "199 0s") and hyphens
+    between letters ("mas-\\nsive"), but not a space before a group of three digits, a
+    thousands separator: "1 665" is neither "1665" nor "1,665". Otherwise runs of
+    whitespace become one space.
+    """
+    groups = {m.end() for m in _THOUSANDS.finditer(text)} if compact else set()
     out: list[str] = []
     index: list[int] = []
-    space = False
+    space = -1  # index of the whitespace run before the next char, if any
+    hyphen = -1  # index of a hyphen held after a letter, if any
     for i, ch in enumerate(text):
         if ch in _ZERO_WIDTH:
             continue
-        mapped = _CHAR_MAP.get(ch)
-        if mapped is None:
-            mapped = unicodedata.normalize("NFKC", ch).casefold()
-        for c in mapped:
-            if alnum_only:
-                if c.isalnum():
-                    out.append(c)
-                    index.append(i)
-            elif c.isspace():
-                space = bool(out)
-            else:
-                if space:
+        if ch.isspace():
+            if space < 0:
+                space = i
+            continue
+        for c in _fold_char(ch):
+            if hyphen >= 0:
+                if compact and c.isalpha():
+                    hyphen = space = -1  # a hyphenated line break: the word goes on
+                else:
+                    out.append("-")
+                    index.append(hyphen)
+                    hyphen = -1
+            if space >= 0 and out:
+                if not compact or (i in groups and out[-1].isdigit()):
                     out.append(" ")
-                    index.append(i)
-                    space = False
-                out.append(c)
-                index.append(i)
+                    index.append(space)
+            space = -1
+            if compact and c == "-" and out and out[-1].isalpha():
+                hyphen = i
+                continue
+            out.append(c)
+            index.append(i)
+    if hyphen >= 0:
+        out.append("-")
+        index.append(hyphen)
     return "".join(out), index
+
+
+def _wordchar(ch: str) -> bool:
+    return ch.isalnum() and not _NO_SPACES.match(ch)
+
+
+def _edges_ok(text: str, start: int, end: int, *, open_end: bool = False) -> bool:
+    """Whether ``text[start:end]`` starts and ends on word boundaries, and does not cut a
+    number: no "40" out of "-40", "5" out of "10.5", "10" out of "10%", "possible" out of
+    "impossible". ``open_end`` allows a cut word at the end (a quote cut off by the output's
+    end), but never a cut number."""
+    first, last = text[start], text[end - 1]
+    before = text[start - 1] if start > 0 else ""
+    after = text[end] if end < len(text) else ""
+    if _wordchar(first) and before and _wordchar(before):
+        return False
+    if first.isdigit() and before:
+        if before in "-−+±" or (before in ".," and start >= 2 and text[start - 2].isdigit()):
+            return False
+    if last.isdigit() and after:
+        if after.isdigit() or after in "%‰":
+            return False
+        if after in ".," and end + 1 < len(text) and text[end + 1].isdigit():
+            return False
+    return not (_wordchar(last) and after and _wordchar(after) and not open_end)
+
+
+def _same_negations(quote: str, found: str) -> bool:
+    return meaning.negations(quote) == meaning.negations(found)
+
+
+def elision_pieces(quote: str) -> list[str]:
+    """The pieces of a quote shortened with ``(…)`` (one piece when it is not)."""
+    return [p.strip() for p in _ELISION.split(quote) if p.strip()]
 
 
 class SourceText:
@@ -78,74 +203,153 @@ class SourceText:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._norm: dict[bool, tuple[str, list[int]]] = {}
+        self._folded: dict[bool, tuple[str, list[int]]] = {}
 
-    def norm(self, alnum_only: bool) -> tuple[str, list[int]]:
-        if alnum_only not in self._norm:
-            self._norm[alnum_only] = _normalize(self.text, alnum_only=alnum_only)
-        return self._norm[alnum_only]
+    def folded(self, compact: bool) -> tuple[str, list[int]]:
+        if compact not in self._folded:
+            self._folded[compact] = _fold(self.text, compact=compact)
+        return self._folded[compact]
 
-    def find_close(self, quote: str, start: int = 0) -> QuoteMatch:
-        """An exact or normalized match at or after ``start`` (no fuzzy matching)."""
-        i = self.text.find(quote, start)
-        if i >= 0:
-            return QuoteMatch("exact", 1.0, i, i + len(quote))
-        for alnum_only in (False, True):
-            q, _ = _normalize(quote, alnum_only=alnum_only)
-            if len(q) < (1 if not alnum_only else 8):
-                continue  # too little left to say anything
-            norm, index = self.norm(alnum_only)
-            lo = _first_at_or_after(index, start)
-            j = norm.find(q, lo)
-            if j >= 0:
-                return QuoteMatch("normalized", 1.0, index[j], index[j + len(q) - 1] + 1)
+    # -- verbatim ---------------------------------------------------------------------
+
+    def find_close(self, quote: str, start: int = 0, *, open_end: bool = False) -> QuoteMatch:
+        """An exact or normalized match at or after ``start`` (see the module doc)."""
+        quote = quote.strip()
+        if not quote:
+            return NOT_FOUND
+        text = self.text
+        i = text.find(quote, start)
+        for _ in range(_MAX_OCCURRENCES):
+            if i < 0:
+                break
+            if _edges_ok(text, i, i + len(quote), open_end=open_end):
+                return QuoteMatch("exact", 1.0, i, i + len(quote), ((i, i + len(quote)),))
+            i = text.find(quote, i + 1)
+        q, _ = _fold(quote, compact=True)
+        if not q:
+            return NOT_FOUND
+        norm, index = self.folded(True)
+        j = norm.find(q, _first_at_or_after(index, start))
+        for _ in range(_MAX_OCCURRENCES):
+            if j < 0:
+                break
+            s, e = index[j], index[j + len(q) - 1] + 1
+            if _edges_ok(text, s, e, open_end=open_end) and _same_negations(quote, text[s:e]):
+                return QuoteMatch("normalized", 1.0, s, e, ((s, e),))
+            j = norm.find(q, j + 1)
         return NOT_FOUND
 
+    def _find_elided(self, pieces: list[str]) -> QuoteMatch:
+        for piece in pieces:
+            if meaning.word_count(piece) < MIN_PIECE_WORDS or meaning.too_short(piece):
+                return QuoteMatch("none", 0.0, problem=f"an elided piece is too short: {piece!r}")
+        pos = 0
+        spans: list[tuple[int, int]] = []
+        for piece in pieces:
+            m = self.find_close(piece, pos)
+            if m.start is None or m.end is None:
+                return NOT_FOUND
+            if spans:
+                gap = self.text[spans[-1][1] : m.start]
+                if meaning.negations(gap):
+                    left_out = " ".join(meaning.negations(gap))
+                    return QuoteMatch(
+                        "none", 0.0, problem=f"the elision leaves out a negation ({left_out!r})"
+                    )
+            spans.append((m.start, m.end))
+            pos = m.end
+        return QuoteMatch("elided", 1.0, spans[0][0], spans[-1][1], tuple(spans))
+
+    # -- close ------------------------------------------------------------------------
+
     def find_fuzzy(self, quote: str, start: int = 0) -> QuoteMatch:
-        q, _ = _normalize(quote, alnum_only=False)
-        norm, index = self.norm(False)
+        """The closest passage (rapidfuzz ``partial_ratio`` >= :data:`FUZZY_THRESHOLD`),
+        widened to whole words, with the word changes and any ``problem``."""
+        q, _ = _fold(quote, compact=False)
+        norm, index = self.folded(False)
         lo = _first_at_or_after(index, start)
-        if not q or lo >= len(norm):
+        if len(q) < FUZZY_MIN_CHARS or lo >= len(norm):
             return NOT_FOUND
         # A quote longer than its source cannot be in it, whatever partial_ratio says.
         if len(q) > 1.15 * (len(norm) - lo) + 5:
             return NOT_FOUND
-        al = fuzz.partial_ratio_alignment(q, norm[lo:], score_cutoff=FUZZY_THRESHOLD)
-        if al is None or al.dest_end <= al.dest_start:
+        span = self._align(q, norm, lo) if len(q) > _ANCHOR_ABOVE else None
+        if span is None and len(q) <= _ANCHOR_ABOVE:
+            al = fuzz.partial_ratio_alignment(q, norm[lo:], score_cutoff=FUZZY_THRESHOLD)
+            if al is not None and al.dest_end > al.dest_start:
+                span = (lo + al.dest_start, lo + al.dest_end, al.score)
+        if span is None:
             return NOT_FOUND
-        s, e = lo + al.dest_start, lo + al.dest_end
-        return QuoteMatch("fuzzy", round(al.score / 100.0, 4), index[s], index[e - 1] + 1)
+        s, e, score = span
+        start_i, end_i = _widen(self.text, index[s], index[e - 1] + 1)
+        found = self.text[start_i:end_i]
+        changes = _changes(quote, found)
+        return QuoteMatch(
+            "fuzzy",
+            round(score / 100.0, 4),
+            start_i,
+            end_i,
+            ((start_i, end_i),),
+            changes,
+            _problem(quote, found),
+        )
 
-    def locate(self, quote: str, *, fuzzy: bool = True) -> QuoteMatch:
-        """Best match of ``quote`` in this text; elided quotes are matched piece by piece."""
+    def _align(self, q: str, norm: str, lo: int) -> tuple[int, int, float] | None:
+        """Long quotes: a window where the quote's 8-grams land, then one Indel alignment."""
+        votes: dict[int, int] = {}
+        step = max(1, (len(q) - _GRAM) // 64)
+        for qpos in range(0, len(q) - _GRAM + 1, step):
+            gram = q[qpos : qpos + _GRAM]
+            j = norm.find(gram, lo)
+            for _ in range(8):
+                if j < 0:
+                    break
+                key = (j - qpos) // 64
+                votes[key] = votes.get(key, 0) + 1
+                j = norm.find(gram, j + 1)
+        if not votes:
+            return None
+        offset = max(votes, key=votes.__getitem__) * 64
+        slack = len(q) // 8 + 64
+        w0, w1 = max(lo, offset - slack), min(len(norm), offset + len(q) + slack)
+        window = norm[w0:w1]
+        blocks = [b for b in Indel.opcodes(q, window) if b.tag == "equal"]
+        if not blocks:
+            return None
+        s, e = w0 + blocks[0].dest_start, w0 + blocks[-1].dest_end
+        score = fuzz.ratio(q, norm[s:e])
+        return (s, e, score) if score >= FUZZY_THRESHOLD else None
+
+    # -- all together -----------------------------------------------------------------
+
+    def locate(self, quote: str, *, fuzzy: bool = True, open_end: bool = False) -> QuoteMatch:
+        """Best match of ``quote`` in this text: verbatim (exact, normalized, elided), else
+        fuzzy when allowed. Quotes too short to carry a claim are never found."""
         quote = quote.strip()
         if not quote:
             return NOT_FOUND
-        whole = self.find_close(quote)
+        if meaning.too_short(quote):
+            return QuoteMatch("none", 0.0, problem="too short to carry a claim")
+        whole = self.find_close(quote, open_end=open_end)
         if whole.found:
             return whole
-        pieces = [p for p in _ELISION.split(quote) if p.strip()]
+        pieces = elision_pieces(quote)
+        problem = ""
         if len(pieces) > 1:
-            piecewise = self._locate_pieces(pieces, fuzzy=fuzzy)
-            if piecewise.found:
-                return piecewise
-        return self.find_fuzzy(quote) if fuzzy else NOT_FOUND
-
-    def _locate_pieces(self, pieces: list[str], *, fuzzy: bool) -> QuoteMatch:
-        pos = 0
-        matches: list[QuoteMatch] = []
-        for piece in pieces:
-            m = self.find_close(piece.strip(), pos)
-            if not m.found and fuzzy:
-                m = self.find_fuzzy(piece.strip(), pos)
-            if not m.found or m.end is None:
-                return NOT_FOUND
-            matches.append(m)
-            pos = m.end
-        kind = max((m.kind for m in matches), key=_RANK.__getitem__)
-        weights = [len(p) for p in pieces]
-        score = sum(m.score * w for m, w in zip(matches, weights, strict=True)) / sum(weights)
-        return QuoteMatch(kind, round(score, 4), matches[0].start, matches[-1].end)
+            elided = self._find_elided(pieces)
+            if elided.found:
+                return elided
+            problem = elided.problem
+        elif len(pieces) == 1 and pieces[0] != quote:  # "(…) text" or "text (…)"
+            m = self.find_close(pieces[0], open_end=open_end)
+            if m.found:
+                return m
+        if not fuzzy:
+            return QuoteMatch("none", 0.0, problem=problem) if problem else NOT_FOUND
+        close = self.find_fuzzy(" ".join(pieces) if pieces else quote)
+        if not close.found:
+            return QuoteMatch("none", 0.0, problem=problem) if problem else NOT_FOUND
+        return dataclasses.replace(close, problem=close.problem or problem)
 
 
 def _first_at_or_after(index: list[int], start: int) -> int:
@@ -160,6 +364,46 @@ def _first_at_or_after(index: list[int], start: int) -> int:
         else:
             hi = mid
     return lo
+
+
+def _widen(text: str, start: int, end: int) -> tuple[int, int]:
+    """``start``/``end`` moved out to whole words."""
+    while start > 0 and _wordchar(text[start - 1]) and _wordchar(text[start]):
+        start -= 1
+    while end < len(text) and _wordchar(text[end]) and _wordchar(text[end - 1]):
+        end += 1
+    return start, end
+
+
+def _changes(quote: str, found: str) -> tuple[WordChange, ...]:
+    qw, fw = meaning.WORD.findall(quote), meaning.WORD.findall(found)
+    matcher = difflib.SequenceMatcher(
+        a=meaning.words(quote), b=meaning.words(found), autojunk=False
+    )
+    return tuple(
+        WordChange(" ".join(qw[i1:i2]), " ".join(fw[j1:j2]))
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    )
+
+
+def _problem(quote: str, found: str) -> str:
+    """Why a close match must not be trusted even as approximate: a change that touches a
+    number, a unit, a sign or a negation."""
+    qw, fw = meaning.words(quote), meaning.words(found)
+    qp, fp = meaning.protected(qw), meaning.protected(fw)
+    matcher = difflib.SequenceMatcher(a=qw, b=fw, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        # An insertion touches the words on both sides of where it goes.
+        touched = any(qp[max(0, i1 - (i1 == i2)) : i2 + (i1 == i2)])
+        touched = touched or any(fp[max(0, j1 - (j1 == j2)) : j2 + (j1 == j2)])
+        if touched:
+            said = " ".join(qw[i1:i2]) or "nothing"
+            has = " ".join(fw[j1:j2]) or "nothing"
+            return f"a number, unit or negation differs: the quote has {said!r}, the source {has!r}"
+    return ""
 
 
 def locate_quote(quote: str, text: str, *, fuzzy: bool = True) -> QuoteMatch:

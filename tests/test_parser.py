@@ -78,10 +78,17 @@ def test_fuzzy_and_elided_quotes() -> None:
         f" b{ref(A, 'The Eiffel Tower (…) for the World')}."
     )
     fuzzy, elided = parse_response(raw, [A]).citations
-    assert fuzzy.status == "verified" and fuzzy.match in ("normalized", "fuzzy")
-    assert elided.status == "verified" and elided.match == "exact"
-    assert (elided.source_start, A.text[: elided.source_end]) == (0, A.text[: elided.source_end])
-    assert A.text[elided.source_start : elided.source_end].endswith("for the World")
+    # "Worlds" for "World's": close, not the source's words.
+    assert (fuzzy.status, fuzzy.match) == ("approximate", "fuzzy") and 0.85 <= fuzzy.score < 1
+    assert [c.to_dict() for c in fuzzy.changes] == [
+        {"op": "replace", "quote": "Worlds", "source": "World's"}
+    ]
+    assert fuzzy.matched_text == A.text[fuzzy.source_start : fuzzy.source_end]
+    assert fuzzy.matched_text.startswith("The Eiffel Tower was completed in 1889")
+    assert elided.status == "verified" and elided.match == "elided"
+    assert elided.spans == ((0, 16), (A.text.index("for the World"), A.text.index("'s Fair")))
+    assert (elided.source_start, elided.source_end) == (elided.spans[0][0], elided.spans[1][1])
+    assert elided.matched_text == "The Eiffel Tower (…) for the World"
 
 
 def test_markers_numbered_per_source_and_adjacent_repeats_merged() -> None:
@@ -115,10 +122,20 @@ def test_output_without_any_marker_is_all_answer() -> None:
     assert ans.finish_reason == "stop" and ans.source_analysis == ""
 
 
-@pytest.mark.parametrize("end", ["<|end_of_text|>", "</s>", "#END#", "<|answer_end|>"])
+@pytest.mark.parametrize("end", ["<|end_of_text|>", "<|answer_end|>"])
 def test_trailing_end_markers(end: str) -> None:
     ans = parse_response(f"<|answer_start|>Done{end}ignored", [])
     assert ans.answer == "Done" and ans.finish_reason == "stop"
+
+
+@pytest.mark.parametrize("end", ["</s>", "#END#"])
+def test_markdown_stops_end_only_markdown_answers(end: str) -> None:
+    md = parse_response(f"### Answer ###\nDone.{end}ignored", [])
+    assert (md.dialect, md.answer, md.finish_reason) == ("markdown", "Done.", "stop")
+    # In the other dialects they are text (a document the model copied from).
+    for dialect in ("hash", None):
+        ans = parse_response(f"<|answer_start|>Done {end} not ignored.<|answer_end|>", [], dialect)
+        assert ans.answer == f"Done {end} not ignored."
 
 
 def test_markdown_layout() -> None:
@@ -213,7 +230,8 @@ def test_parser_misuse_errors() -> None:
         ("the 1990s", "since the 199 0s and", "normalized", "the 199 0s"),
         ("massive models", "mas-\nsive models", "normalized", "mas-\nsive models"),
         ("zero\u200bwidth", "zerowidth", "normalized", "zerowidth"),
-        ("Paris is (…) capital", "Paris is the capital.", "exact", "Paris is the capital"),
+        ("Paris is the (…) most populous city", "Paris is the capital and most populous city.",
+         "elided", "Paris is the capital and most populous city"),
     ],
 )
 def test_locate_quote(quote: str, text: str, kind: str, span: str) -> None:

@@ -1,0 +1,116 @@
+"""The words that carry a claim's facts: numbers, signs, units, negations.
+
+Quote verification may forgive spacing, case and quote styles, but never a change to one of
+these: "1889" is not "1898", "-40" is not "40", "5 mg" is not "5 g", "never approved" is not
+"approved". This module says which words those are, in the languages Pleias models answer in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+# Negations of English, French, German, Italian, Spanish, Portuguese, Dutch and Latin; "n't"
+# and "n'" forms are matched by their shape (see is_negation).
+NEGATIONS = frozenset(
+    """
+    not no never none nobody nothing neither nor nowhere cannot without nope
+    ne pas jamais aucun aucune rien ni sans non
+    nicht kein keine keinen keinem keiner keines nie niemals nichts ohne weder
+    mai nessun nessuno nessuna niente nulla senza né
+    nunca jamás ningún ninguno ninguna nada sin tampoco
+    não nenhum nenhuma sem
+    niet geen nooit niets zonder
+    nec neque nihil numquam nullus haud
+    """.split()
+)
+# Words that are numbers, or scale one (a change to them is a change of quantity).
+NUMBER_WORDS = frozenset(
+    """
+    zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty
+    ninety hundred hundreds thousand thousands million millions billion billions trillion
+    dozen dozens half quarter twice thrice double triple first second third fourth fifth
+    percent per cent
+    un une deux trois quatre cinq six sept huit neuf dix cent cents mille million milliard
+    milliards moitié
+    eins zwei drei vier fünf sechs sieben acht neun zehn hundert tausend millionen milliarde
+    uno due tre quattro cinque sei sette otto nove dieci mila milioni miliardo
+    dos tres cuatro cinco seis siete ocho nueve diez mil millones
+    """.split()
+)
+# Unit words too long to be ordinary words by accident ("m", "in", "a" are caught by sitting
+# next to a number instead).
+UNITS = frozenset(
+    """
+    mm cm km µm nm mg kg µg ml cl dl kwh mwh gwh kw mw gw hz khz mhz ghz kb mb gb tb ppm ppb
+    db kcal mph kph rpm ft lb lbs oz sq °c °f
+    """.split()
+)
+_SYMBOLS = frozenset("%‰$€£¥₹°±+-<>=×/")
+
+#: Words and symbols, numbers kept whole with their separators: "1,665", "10.5", "don't".
+WORD = re.compile(r"\d+(?:[.,]\d+)*|\w+(?:['’]\w+)*|[^\w\s]")
+
+# Too little to carry a claim: fewer letters and digits than this, or only stopwords.
+MIN_ALNUM = 3
+STOPWORDS = frozenset(
+    """
+    a an the of to in on at by for and or but is are was were be been it its this that these
+    those as with from he she they we you i his her their our your
+    le la les l de des du d et ou un une est en au aux il elle
+    der die das den dem des ein eine und oder ist im zu von mit
+    il lo gli i di da e o è
+    el los las y es del
+    """.split()
+)
+
+
+def words(text: str) -> list[str]:
+    """``text`` as casefolded words and symbols (curly apostrophes made straight)."""
+    return [w.casefold().replace("’", "'") for w in WORD.findall(text)]
+
+
+def is_negation(word: str) -> bool:
+    w = word.casefold().replace("’", "'")
+    return w in NEGATIONS or w.endswith("n't") or w.startswith("n'")
+
+
+def has_digit(word: str) -> bool:
+    return any(c.isdigit() for c in word)
+
+
+def negations(text: str) -> list[str]:
+    """The negation words of ``text``, in order."""
+    return [w for w in words(text) if is_negation(w)]
+
+
+def protected(tokens: Sequence[str]) -> list[bool]:
+    """For each word, whether changing it can change a fact: a number, a number word, a
+    negation, a unit, a symbol such as ``%`` or a sign, or any word right beside a number
+    (its unit, its sign, its scale)."""
+    digit = [has_digit(t) for t in tokens]
+    out = []
+    for i, t in enumerate(tokens):
+        near = (i > 0 and digit[i - 1]) or (i + 1 < len(tokens) and digit[i + 1])
+        out.append(
+            digit[i]
+            or near
+            or t in NUMBER_WORDS
+            or t in UNITS
+            or t in _SYMBOLS
+            or is_negation(t)
+        )
+    return out
+
+
+def too_short(text: str) -> bool:
+    """Whether ``text`` is too short to carry a claim: a letter, a lone stopword..."""
+    ws = [w for w in words(text) if w[0].isalnum()]
+    if sum(len(w) for w in ws) < MIN_ALNUM:
+        return True
+    return all(w in STOPWORDS for w in ws)
+
+
+def word_count(text: str) -> int:
+    return sum(1 for w in WORD.findall(text) if w[0].isalnum())
