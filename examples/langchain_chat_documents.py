@@ -23,8 +23,10 @@ def show(reply: AIMessage) -> None:
         print(f"   [{x['number']}] {c.get('title', c['id'])}: {c['cited_text']!r} -> {x['status']}")
         if x["status"] == "verified":
             print(f"       found ({x['match']}) at {x['source_start']}:{x['source_end']}")
-        elif x["found_in"]:
-            print(f"       the quote is in {x['found_in']}, not in the source the model named")
+        elif x["status"] == "misattributed":  # c["id"] is where the quote really is
+            print(f"       the model named {x['cited_id']}; the quote is in {c['id']}")
+        elif x["note"]:
+            print(f"       {x['note']}")
 
 
 def main() -> None:
@@ -42,7 +44,7 @@ def main() -> None:
     print("   usage:", reply.usage_metadata)
 
     # Or as standard text-plain blocks of the message. This time the model cites the wrong
-    # source: the citation is flagged, and says where the quote really is.
+    # source: the citation is flagged, and points at the document the quote is really in.
     example = training_example("misattributed")
     sources = [
         {"type": "text-plain", "text": t, "mime_type": "text/plain"} for t in example.sources

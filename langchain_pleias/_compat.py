@@ -38,32 +38,44 @@ _REASONING_INDEX = 1
 def citation_block(citation: Citation) -> types.Citation:
     """One citation as a standard LangChain ``Citation`` annotation.
 
-    ``id`` is the cited source's id (the id the model wrote when it names no source),
-    ``start_index``/``end_index`` the ``[n]`` marker in the answer, ``cited_text`` the quote;
-    ``extras`` has the verification: ``status``, ``match``, ``score``, the quote's offsets
-    in the source text (``source_start``/``source_end``), ``number``, ``written_id``,
-    ``truncated`` and ``found_in`` (ids of the sources a misattributed quote is in).
+    ``id``/``title``/``url`` are those of the document that holds the quote: the cited one,
+    or for a misattributed quote the one it really is in (never the wrong one); the cited
+    document when the quote was found nowhere; the id the model wrote when it names no
+    document. ``cited_text`` is that document's own words (the model's quote when none
+    matched), ``start_index``/``end_index`` the ``[n]`` marker in the answer. ``extras`` has
+    the verification: ``status``, ``match``, ``score``, ``note``, ``changes``, the model's
+    ``quote``, ``source_start``/``source_end`` (the words in the ``id`` document),
+    ``spans``, ``number``, ``written_id``, ``cited_id`` (the document the model named),
+    ``truncated`` and ``found_in``.
     """
-    src = citation.source
+    credited = citation.credited
+    doc = credited[0] if credited else citation.source
+    start, end = citation.credited_span
     block: dict[str, Any] = {
         "type": "citation",
-        "id": src.id if src is not None else citation.source_id,
-        "cited_text": citation.quote,
+        "id": doc.id if doc is not None else citation.source_id,
+        "cited_text": citation.matched_text or citation.quote,
         "start_index": citation.start,
         "end_index": citation.end,
     }
-    if src is not None and src.title:
-        block["title"] = src.title
-    if src is not None and src.url:
-        block["url"] = src.url
+    if doc is not None and doc.title:
+        block["title"] = doc.title
+    if doc is not None and doc.url:
+        block["url"] = doc.url
+    named = citation.source
     block["extras"] = {
         "number": citation.number,
         "written_id": citation.source_id,
+        "cited_id": named.id if named is not None else None,
+        "quote": citation.quote,
         "status": citation.status,
         "match": citation.match,
         "score": citation.score,
-        "source_start": citation.source_start,
-        "source_end": citation.source_end,
+        "note": citation.note,
+        "changes": [c.to_dict() for c in citation.changes],
+        "source_start": start,
+        "source_end": end,
+        "spans": [list(s) for s in citation.spans],
         "truncated": citation.truncated,
         "found_in": list(dict.fromkeys(s.id for s in citation.found_in)),
     }

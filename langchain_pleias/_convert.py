@@ -21,6 +21,7 @@ from pleias_rag.generation import Backend
 from pleias_rag.prompt import render_prompt
 from pleias_rag.ranking import SourceUse
 from pleias_rag.sources import Source
+from pleias_rag.verify import WordChange
 
 #: Standard LangChain constructor arguments that mean nothing here (a remote backend object
 #: carries its own client settings): accepted and ignored.
@@ -349,9 +350,10 @@ def rebuild_answer(
 ) -> PleiasAnswer:
     """A :class:`PleiasAnswer` whose citations point at ``sources`` again.
 
-    ``citations`` are the standard citation annotations of a ``ChatPleias`` reply; a
-    citation maps to the sources whose id it names only when it resolved (its status is not
-    ``unknown_source``), so an unknown id never maps to a document.
+    ``citations`` are the standard citation annotations of a ``ChatPleias`` reply
+    (:func:`~langchain_pleias._compat.citation_block`); a citation maps to the sources of
+    the id it named only when it resolved (its ``cited_id``), so an unknown id never maps
+    to a document.
     """
     by_id: dict[str, list[Source]] = {}
     for s in sources:
@@ -360,23 +362,36 @@ def rebuild_answer(
     for ann in citations:
         extras = dict(ann.get("extras") or {})
         status = extras.get("status", "unknown_source")
-        sid = str(ann.get("id", ""))
-        members = () if status == "unknown_source" else tuple(by_id.get(sid, ()))
+        cited = extras.get("cited_id", None if status == "unknown_source" else ann.get("id"))
+        members = tuple(by_id.get(str(cited), ())) if cited is not None else ()
         found_in = tuple(s for fid in extras.get("found_in", ()) for s in by_id.get(fid, ()))
+        start, end = extras.get("source_start"), extras.get("source_end")
+        misattributed = status == "misattributed"
+        in_source = status in ("verified", "approximate")
+        quote = str(extras.get("quote", ann.get("cited_text", "")))
         rebuilt.append(
             Citation(
                 number=int(extras.get("number", 0)),
-                source_id=str(extras.get("written_id", sid)),
-                quote=str(ann.get("cited_text", "")),
+                source_id=str(extras.get("written_id", ann.get("id", ""))),
+                quote=quote,
                 start=int(ann.get("start_index", 0)),
                 end=int(ann.get("end_index", 0)),
                 sources=members,
-                source_start=extras.get("source_start"),
-                source_end=extras.get("source_end"),
+                source_start=start if in_source else None,
+                source_end=end if in_source else None,
+                spans=tuple((int(a), int(b)) for a, b in extras.get("spans", ())),
                 match=extras.get("match", "none"),
                 score=float(extras.get("score", 0.0)),
                 status=status,
                 found_in=found_in,
+                found_start=start if misattributed else None,
+                found_end=end if misattributed else None,
+                matched_text=str(ann.get("cited_text", "")) if in_source or misattributed else "",
+                changes=tuple(
+                    WordChange(str(c.get("quote", "")), str(c.get("source", "")))
+                    for c in extras.get("changes", ())
+                ),
+                note=str(extras.get("note", "")),
                 truncated=bool(extras.get("truncated", False)),
             )
         )

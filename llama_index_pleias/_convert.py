@@ -269,13 +269,18 @@ def chat_inputs(messages: Sequence[ChatMessage]) -> tuple[str, list[Source]]:
 def citation_blocks(answer: PleiasAnswer) -> list[CitationBlock]:
     """One ``CitationBlock`` per citation of a known source (unknown ids give none).
 
-    ``additional_location_info`` holds ``start_char_index``/``end_char_index`` (the quote in
-    the source text, when found), ``answer_start_index``/``answer_end_index`` (the ``[n]``
-    marker in the answer) and ``citation_number``.
+    The block points at the source that holds the quote (for a misattributed quote, the one
+    it is really in), else at the source named; ``cited_content`` is that source's own
+    words (the model's quote when none matched). ``additional_location_info`` holds
+    ``start_char_index``/``end_char_index`` (those words in the source text, when found),
+    ``answer_start_index``/``answer_end_index`` (the ``[n]`` marker in the answer),
+    and ``citation_number`` (its status and the model's quote are in the response
+    metadata's citations, by number: the block's location info holds only integers).
     """
     blocks = []
     for c in answer.citations:
-        src = c.source
+        credited = c.credited
+        src = credited[0] if credited else c.source  # where the quote is, else the one named
         if src is None:
             continue
         ref = src.ref
@@ -285,7 +290,7 @@ def citation_blocks(answer: PleiasAnswer) -> list[CitationBlock]:
             source, title = ref.node_id, src.title or ""
         else:
             source, title = src.url or src.id, src.title or ""
-        start, end = node_span(src, c.source_start, c.source_end)
+        start, end = node_span(src, *c.credited_span)
         location = {
             "start_char_index": start,
             "end_char_index": end,
@@ -295,7 +300,7 @@ def citation_blocks(answer: PleiasAnswer) -> list[CitationBlock]:
         }
         blocks.append(
             CitationBlock(
-                cited_content=TextBlock(text=c.quote),
+                cited_content=TextBlock(text=c.matched_text or c.quote),
                 source=source,
                 title=title,
                 additional_location_info={k: v for k, v in location.items() if v is not None},
@@ -329,11 +334,17 @@ def citation_dict(c: Citation) -> dict[str, Any]:
     data = c.to_dict()
     src = c.source
     start, end = (None, None) if src is None else node_span(src, c.source_start, c.source_end)
+    found = c.found_in[0] if c.found_in else None
+    found_start, found_end = (
+        (None, None) if found is None else node_span(found, c.found_start, c.found_end)
+    )
     data.update(
         node_ids=node_ids(c.sources),
         node_start=start,
         node_end=end,
         found_in_node_ids=node_ids(c.found_in),
+        found_node_start=found_start,
+        found_node_end=found_end,
     )
     return data
 
@@ -370,7 +381,7 @@ def annotated_copy(use: SourceUse) -> NodeWithScore:
     copy = ref.node.model_copy(deep=True)
     info = use.annotations()
     for entry, c in zip(info["citations"], use.citations, strict=True):
-        entry["start"], entry["end"] = node_span(use.source, c.source_start, c.source_end)
+        entry["start"], entry["end"] = node_span(use.source, *c.credited_span)
     info.update(node_id=ref.node_id, rank=use.rank, mentioned=use.mentioned)
     node = copy.node
     node.metadata[PLEIAS_METADATA_KEY] = info

@@ -39,8 +39,10 @@ class _Item:
 class CitationGroundingEvaluator(BaseEvaluator):
     """Deterministic grounding check of cited answers: no judge LLM, no network.
 
-    A citation is grounded when its id is a real source and its quote is found in that source
-    (exact, normalized, piecewise over ``(…)`` elisions, or fuzzy unless ``fuzzy=False``).
+    A citation is grounded when its id is a real source and its quote is in that source
+    word for word (exact, normalized, or every piece of an ``(…)`` elision: what makes a
+    citation ``verified``), or, with ``fuzzy=True``, close to it (``approximate``: never a
+    change to a number, a unit or a negation).
     The score is the grounded fraction of citations; the result passes when the score reaches
     ``threshold`` (an answer without citations passes only with ``require_citations=False``).
     ``feedback`` has one line per citation, and ``checks`` the same as data.
@@ -55,7 +57,8 @@ class CitationGroundingEvaluator(BaseEvaluator):
       ``<ref>`` tags) and the source texts in prompt order.
 
     Args:
-        fuzzy: accept fuzzy matches of the quote (OCR noise, small edits).
+        fuzzy: also accept approximate quotes (small word changes that leave numbers,
+            units and negations alone).
         require_citations: an answer with no citation fails (score 0) instead of passing.
         threshold: the score needed to pass (1.0: every citation grounded).
 
@@ -73,7 +76,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
     """
 
     def __init__(
-        self, *, fuzzy: bool = True, require_citations: bool = True, threshold: float = 1.0
+        self, *, fuzzy: bool = False, require_citations: bool = True, threshold: float = 1.0
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError("threshold must be between 0 and 1")
@@ -171,22 +174,26 @@ class CitationGroundingEvaluator(BaseEvaluator):
         if not item.cited:
             check["reason"] = f"id {item.source_id!r} is not one of the sources"
             return check
-        if len(texts) < len(item.cited):
-            missing = [label for label, text in item.cited if text is None]
-            check["reason"] = f"cited node(s) {missing} are not in the response's source nodes"
-            return check
         if not item.quote.strip():
             check["reason"] = "empty quote"
             return check
-        label, text = texts[0]
-        match = locate_quote(item.quote, text, fuzzy=self.fuzzy)
-        if match.found:
-            check.update(grounded=True, match=match.kind, start=match.start, end=match.end)
-            check["reason"] = f"quote found ({match.kind}, {match.score:.2f}) in {label}"
+        missing = [label for label, text in item.cited if text is None]
+        problem = ""
+        if not missing:
+            label, text = texts[0]
+            match = locate_quote(item.quote, text, fuzzy=self.fuzzy)
+            if match.verbatim or (match.kind == "fuzzy" and not match.problem):
+                check.update(grounded=True, match=match.kind, start=match.start, end=match.end)
+                check["reason"] = f"quote found ({match.kind}, {match.score:.2f}) in {label}"
+                return check
+            problem = match.problem
+        if item.found_in:
+            where = ", ".join(item.found_in)
+            check["reason"] = f"misattributed: the quote is in {where}, not in the one cited"
+        elif missing:
+            check["reason"] = f"cited node(s) {missing} are not in the response's source nodes"
         else:
-            check["reason"] = f"quote not found in {label}"
-            if item.found_in:
-                check["reason"] += f" (misattributed: it is in {', '.join(item.found_in)})"
+            check["reason"] = f"quote not found in {texts[0][0]}" + (f": {problem}" if problem else "")
         return check
 
     def _result(

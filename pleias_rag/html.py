@@ -6,6 +6,7 @@ import html
 
 from .answer import Citation, PleiasAnswer, by_number, label
 from .ranking import cited_uses
+from .sources import Source
 
 _CSS = """
 body{font:16px/1.55 system-ui,sans-serif;max-width:50rem;margin:2rem auto;padding:0 1rem;color:#222}
@@ -13,8 +14,8 @@ h1{font-size:1.3rem} .answer{background:#f6f8fa;padding:1rem 1.2rem;border-radiu
 sup a{text-decoration:none;font-weight:600} .source{border-left:4px solid #8ab;margin:1.2rem 0;
 padding:.2rem 1rem} .source pre{white-space:pre-wrap;font:inherit} mark{background:#ffe58a}
 .badge{font-size:.8rem;padding:.1rem .4rem;border-radius:4px;margin-left:.4rem}
-.verified{background:#d5f5dc} .unverified,.unknown_source{background:#ffd6d6}
-.misattributed{background:#ffe8c2} .meta{color:#666;font-size:.9rem}
+.verified{background:#d5f5dc} .unverified,.unknown_source,.from_query{background:#ffd6d6}
+.misattributed,.approximate{background:#ffe8c2} .meta{color:#666;font-size:.9rem}
 """
 
 
@@ -46,6 +47,18 @@ def render_page(answer: PleiasAnswer, *, query: str | None = None) -> str:
             f'<section class="source unknown_source"><h2>Unknown sources</h2><ul>{items}</ul>'
         )
         body.append("</section>")
+    lost = [c for c in answer.citations if c.source is not None and not c.credited]
+    if lost:
+        items = "".join(
+            f"<li>[{c.number}] “{html.escape(c.quote)}” ({c.status}: {html.escape(c.note)}; "
+            f"cited as {html.escape(_name(c.source))})</li>"
+            for c in lost
+            if c.source is not None
+        )
+        body.append(
+            '<section class="source unverified"><h2>Quotes not found in the sources</h2>'
+            f"<ul>{items}</ul></section>"
+        )
     return (
         '<!doctype html><html><head><meta charset="utf-8">'
         f"<title>{title}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
@@ -80,23 +93,32 @@ def _answer_html(answer: PleiasAnswer) -> str:
     return "<p>" + "".join(parts).replace("\n\n", "</p><p>") + "</p>"
 
 
+def _name(src: Source) -> str:
+    return str(src.metadata.get("file") or src.title or src.id)
+
+
 def _unplaced(citations: tuple[Citation, ...]) -> str:
-    """Quotes that could not be highlighted in the source, with where they really are."""
+    """What a reader must know of the quotes highlighted here: misattributed ones were cited
+    as another source, approximate ones differ from the source's words."""
     items = []
     for c in citations:
-        if c.source_start is not None:
+        if c.status == "misattributed" and c.source is not None:
+            note = f" — cited as {html.escape(_name(c.source))}"
+        elif c.status == "approximate":
+            diff = "; ".join(f"“{ch.quote}” for “{ch.source}”" for ch in c.changes)
+            note = f" — the model wrote {html.escape(diff)}" if diff else ""
+        else:
             continue
-        where = ", ".join(html.escape(str(s.metadata.get("file") or s.id)) for s in c.found_in)
-        note = f" — found in {where}" if where else ""
         items.append(f"<li>[{c.number}] “{html.escape(c.quote)}” ({c.status}{note})</li>")
     return f'<ul class="unplaced">{"".join(items)}</ul>' if items else ""
 
 
 def _highlight(text: str, citations: tuple[Citation, ...]) -> str:
     spans = sorted(
-        (c.source_start, c.source_end, c.number)
+        (start, end, c.number)
         for c in citations
-        if c.source_start is not None and c.source_end is not None
+        for start, end in [c.credited_span]
+        if start is not None and end is not None
     )
     out, pos = [], 0
     for start, end, number in spans:

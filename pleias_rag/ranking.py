@@ -20,8 +20,9 @@ UNUSED_SCORE = 0.0
 class SourceUse:
     """One input source and how the answer used it.
 
-    ``citations`` are the resolvable citations naming it (any status but unknown_source);
-    ``rank`` is its place in the model's own ordering (cited in order of first citation,
+    ``citations`` are the citations whose quote it holds (:attr:`Citation.credited`): the
+    verified and approximate ones naming it, and misattributed ones naming another source;
+    unverified quotes credit nothing. ``rank`` is its place in the model's own ordering (cited in order of first citation,
     then mentioned in order of mention, then the rest in input order).
     """
 
@@ -36,25 +37,33 @@ class SourceUse:
         return bool(self.citations)
 
     def annotations(self) -> dict[str, Any]:
-        """JSON-ready description of the quotes, for a framework object's metadata."""
-        return {
-            "source_id": self.source.id,
-            "relevance_score": self.score,
-            "citations": [
+        """JSON-ready description of the quotes, for a framework object's metadata.
+
+        ``start``/``end`` are the offsets in THIS source's text of the words matched (for a
+        misattributed quote: where it really is), ``matched_text`` those words, ``quote``
+        the model's; ``answer_start``/``answer_end`` the ``[n]`` marker in the answer.
+        """
+        entries = []
+        for c in self.citations:
+            start, end = c.credited_span
+            entries.append(
                 {
                     "number": c.number,
                     "quote": c.quote,
+                    "matched_text": c.matched_text,
                     "status": c.status,
                     "match": c.match,
                     "score": c.score,
-                    "start": c.source_start,
-                    "end": c.source_end,
+                    "note": c.note,
+                    "changes": [ch.to_dict() for ch in c.changes],
+                    "written_id": c.source_id,
+                    "start": start,
+                    "end": end,
                     "answer_start": c.start,
                     "answer_end": c.end,
                 }
-                for c in self.citations
-            ],
-        }
+            )
+        return {"source_id": self.source.id, "relevance_score": self.score, "citations": entries}
 
 
 def source_uses(answer: PleiasAnswer, sources: Sequence[Source] | None = None) -> list[SourceUse]:
@@ -63,7 +72,7 @@ def source_uses(answer: PleiasAnswer, sources: Sequence[Source] | None = None) -
     by_obj: dict[int, list[Citation]] = {}
     first_cited: dict[int, int] = {}
     for i, c in enumerate(answer.citations):
-        for s in c.sources:
+        for s in c.credited:
             by_obj.setdefault(id(s), []).append(c)
             first_cited.setdefault(id(s), i)
     mention_rank = {sid: i for i, sid in enumerate(answer.mentioned_ids)}

@@ -40,9 +40,9 @@ EXPECTED: dict[str, list[str]] = {
         "[2] document 2: 'It houses the Mona Lisa.' -> verified",
         "'input_tokens': 176",
         "A: Water boils at 100 degrees Celsius at sea level[1].",
-        f"[1] {source_id(MOON)}: 'At sea level, water boils at 100 degrees Celsius.' "
+        f"[1] {source_id(WATER)}: 'At sea level, water boils at 100 degrees Celsius.' "
         "-> misattributed",
-        f"the quote is in ['{source_id(WATER)}']",
+        f"the model named {source_id(MOON)}; the quote is in {source_id(WATER)}",
     ],
     "langchain_rag_chain_streaming.py": [
         TIDES,
@@ -85,7 +85,7 @@ EXPECTED: dict[str, list[str]] = {
         "[1] grounded=True: quote found (exact, 1.00) in cited-1",
         "A: Water boils at 100 degrees Celsius at sea level[1].",
         "passing=False score=0.0",
-        "quote not found in misattributed-2 (misattributed: it is in misattributed-1)",
+        "misattributed: the quote is in misattributed-1, not in the one cited",
         "A: Bees use a waggle dance[1].",
         "passing=False score=0.0",
         "id '0123456789abcdef' is not one of the sources",

@@ -26,6 +26,8 @@ RAW = (
     "Analysis.<|source_analysis_end|><|answer_start|>"
     f'Built in 1889<ref name="{A.id}">"completed in 1889"</ref>; '
     f'it has art<ref name="{B.id}">"completed in 1889"</ref> '
+    f'and a painting<ref name="{B.id}">"the Mona Lisa"</ref> '
+    f'and no sculpture<ref name="{B.id}">"no sculpture at all"</ref> '
     'and more<ref name="ffffffffffffffff">"nothing"</ref>.<|answer_end|>'
 )
 
@@ -37,7 +39,11 @@ def test_page_structure() -> None:
     assert '<section class="source" id="src-1">' in page
     assert '<mark title="[1]">completed in 1889</mark>' in page
     assert "misattributed" in page and "Unknown sources" in page
-    assert "“completed in 1889” (misattributed — found in a.txt)" in page
+    # The misattributed quote is shown where it is (a.txt), with the source it was cited as.
+    assert "“completed in 1889” (misattributed — cited as https://louvre.fr)" not in page
+    assert f"“completed in 1889” (misattributed — cited as {B.id})" in page
+    assert '<mark title="[2]">the Mona Lisa</mark>' in page
+    assert "Quotes not found in the sources" in page and "“no sculpture at all” (unverified" in page
     assert "&lt;and&gt;" in page and "<and>" not in page  # source text is escaped
     assert page.count("<section") == page.count("</section>")
 

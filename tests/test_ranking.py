@@ -11,14 +11,17 @@ def test_cited_then_mentioned_then_unused() -> None:
     )
     ans = parse_response(raw, [A, B, C, D])
     uses = source_uses(ans)
-    assert [u.source for u in uses] == [B, A, C, D]
+    # The quote cited as A is C's: C gets the credit, A only counts as mentioned.
+    assert [u.source for u in uses] == [B, C, A, D]
     assert [u.score for u in uses] == [1.0, 1.0, 0.5, 0.0]
     assert [u.rank for u in uses] == [0, 1, 2, 3]
     assert uses[1].citations[0].status == "misattributed"
-    (b, a) = cited_uses(ans)
+    (b, c) = cited_uses(ans)
     assert b.annotations()["citations"][0]["start"] == 0
     assert b.annotations()["citations"][0]["quote"] == "Beta text"
-    assert a.source is A
+    assert c.source is C
+    (entry,) = c.annotations()["citations"]
+    assert C.text[entry["start"] : entry["end"]] == entry["matched_text"] == "Gamma."
 
 
 def test_unknown_ids_never_attach_to_a_source() -> None:

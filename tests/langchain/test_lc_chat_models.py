@@ -113,10 +113,16 @@ def test_misattributed_and_unknown_ids(hash_model: str) -> None:
     chat = ChatPleias(model=hash_model, max_tokens=96)
     ex = example("misattributed")
     water, moon = docs_of(ex)
-    (cite,) = annotations(chat.invoke(ex.query, documents=[water, moon]))
-    assert cite["id"] == source_id(moon.page_content)
+    reply = chat.invoke(ex.query, documents=[water, moon])
+    (cite,) = annotations(reply)
+    # The model named the moon document; the annotation points where the quote really is.
+    assert cite["extras"]["cited_id"] == source_id(moon.page_content)
+    assert cite["id"] == source_id(water.page_content)
     assert cite["extras"]["status"] == "misattributed"
     assert cite["extras"]["found_in"] == [source_id(water.page_content)]
+    start, end = cite["extras"]["source_start"], cite["extras"]["source_end"]
+    assert water.page_content[start:end] == cite["cited_text"]
+    assert reply.response_metadata["cited_source_ids"] == [source_id(water.page_content)]
 
     ex = example("unknown_id")
     reply = chat.invoke(ex.query, documents=docs_of(ex))

@@ -170,10 +170,12 @@ def test_unknown_ids_map_to_no_node_and_misattribution_is_flagged() -> None:
     assert unknown["found_in_node_ids"] == [given[0].node_id]
     assert (wrong["status"], wrong["node_ids"]) == ("misattributed", [given[1].node_id])
     assert wrong["found_in_node_ids"] == [given[0].node_id]
+    # The returned node is the one holding the quote, with the quote's offsets in it.
     (out,) = response.source_nodes
-    assert out.node_id == given[1].node_id
+    assert out.node_id == given[0].node_id
     (c,) = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-    assert (c["status"], c["start"], c["end"]) == ("misattributed", None, None)
+    assert c["status"] == "misattributed"
+    assert out.node.get_content()[c["start"] : c["end"]] == c["matched_text"] == "It was completed"
 
 
 def test_nodes_without_text_are_skipped_or_refused() -> None:
