@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -62,6 +63,8 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
     start: str | None = None
     """The section the text starts in, when known (a hash prompt ends inside
     ``source_analysis``); None: decided from the first marker."""
+    query: str = ""
+    """The prompt's question: quotes copied from it get the status ``from_query``."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
@@ -85,7 +88,11 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
     def parse(self, text: str) -> PleiasAnswer:
         """Parse a whole raw output."""
         return parse_response(
-            text, documents_to_sources(self.documents), self.dialect, start=self.start
+            text,
+            documents_to_sources(self.documents),
+            self.dialect,
+            start=self.start,
+            query=self.query,
         )
 
     def parse_result(self, result: list[Generation], *, partial: bool = False) -> PleiasAnswer:
@@ -100,7 +107,9 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
         return ""
 
     def _transform(self, input: Iterator[str | BaseMessage]) -> Iterator[PleiasAnswer]:
-        state = _Incremental(documents_to_sources(self.documents), self.dialect, self.start)
+        state = _Incremental(
+            documents_to_sources(self.documents), self.dialect, self.start, self.query
+        )
         for chunk in input:
             if state.feed(_text(chunk)):
                 yield state.snapshot()
@@ -109,11 +118,20 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
     async def _atransform(
         self, input: AsyncIterator[str | BaseMessage]
     ) -> AsyncIterator[PleiasAnswer]:
-        state = _Incremental(documents_to_sources(self.documents), self.dialect, self.start)
+        state = _Incremental(
+            documents_to_sources(self.documents), self.dialect, self.start, self.query
+        )
         async for chunk in input:
-            if state.feed(_text(chunk)):
+            text = _text(chunk)
+            # Quote checks are CPU work: off the event loop when this chunk may end a ref.
+            grew = (
+                await asyncio.to_thread(state.feed, text)
+                if StreamParser.may_verify(text)
+                else state.feed(text)
+            )
+            if grew:
                 yield state.snapshot()
-        yield state.close()
+        yield await asyncio.to_thread(state.close)
 
 
 def _text(chunk: str | BaseMessage) -> str:
@@ -123,8 +141,10 @@ def _text(chunk: str | BaseMessage) -> str:
 class _Incremental:
     """One output parsed as it streams: the answer so far, without reparsing."""
 
-    def __init__(self, sources: Sequence[Source], dialect: str | None, start: str | None) -> None:
-        self._parser = StreamParser(sources, dialect, start=start)
+    def __init__(
+        self, sources: Sequence[Source], dialect: str | None, start: str | None, query: str
+    ) -> None:
+        self._parser = StreamParser(sources, dialect, start=start, query=query)
         self._sources = tuple(sources)
         self._raw: list[str] = []
         self._answer: list[str] = []

@@ -104,7 +104,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
             return _invalid(query, response, "give the raw model output and the contexts")
         sources = [Source(c) for c in contexts if c.strip()]
         labels = {id(s): str(i) for i, s in enumerate(sources)}
-        answer = parse_response(response, sources)
+        answer = parse_response(response, sources, query=query or "")
         items = [
             _Item(
                 c.number,
@@ -193,7 +193,9 @@ class CitationGroundingEvaluator(BaseEvaluator):
         elif missing:
             check["reason"] = f"cited node(s) {missing} are not in the response's source nodes"
         else:
-            check["reason"] = f"quote not found in {texts[0][0]}" + (f": {problem}" if problem else "")
+            check["reason"] = f"quote not found in {texts[0][0]}" + (
+                f": {problem}" if problem else ""
+            )
         return check
 
     def _result(

@@ -10,9 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+
+def _wordset(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # Negations of English, French, German, Italian, Spanish, Portuguese, Dutch and Latin; "n't"
 # and "n'" forms are matched by their shape (see is_negation).
-NEGATIONS = frozenset(
+NEGATIONS = _wordset(
     """
     not no never none nobody nothing neither nor nowhere cannot without nope
     ne pas jamais aucun aucune rien ni sans non
@@ -22,10 +27,10 @@ NEGATIONS = frozenset(
     não nenhum nenhuma sem
     niet geen nooit niets zonder
     nec neque nihil numquam nullus haud
-    """.split()
+    """
 )
 # Words that are numbers, or scale one (a change to them is a change of quantity).
-NUMBER_WORDS = frozenset(
+NUMBER_WORDS = _wordset(
     """
     zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
     fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty
@@ -37,15 +42,15 @@ NUMBER_WORDS = frozenset(
     eins zwei drei vier fünf sechs sieben acht neun zehn hundert tausend millionen milliarde
     uno due tre quattro cinque sei sette otto nove dieci mila milioni miliardo
     dos tres cuatro cinco seis siete ocho nueve diez mil millones
-    """.split()
+    """
 )
 # Unit words too long to be ordinary words by accident ("m", "in", "a" are caught by sitting
 # next to a number instead).
-UNITS = frozenset(
+UNITS = _wordset(
     """
     mm cm km µm nm mg kg µg ml cl dl kwh mwh gwh kw mw gw hz khz mhz ghz kb mb gb tb ppm ppb
     db kcal mph kph rpm ft lb lbs oz sq °c °f
-    """.split()
+    """
 )
 _SYMBOLS = frozenset("%‰$€£¥₹°±+-<>=×/")
 
@@ -54,7 +59,7 @@ WORD = re.compile(r"\d+(?:[.,]\d+)*|\w+(?:['’]\w+)*|[^\w\s]")
 
 # Too little to carry a claim: fewer letters and digits than this, or only stopwords.
 MIN_ALNUM = 3
-STOPWORDS = frozenset(
+STOPWORDS = _wordset(
     """
     a an the of to in on at by for and or but is are was were be been it its this that these
     those as with from he she they we you i his her their our your
@@ -62,7 +67,7 @@ STOPWORDS = frozenset(
     der die das den dem des ein eine und oder ist im zu von mit
     il lo gli i di da e o è
     el los las y es del
-    """.split()
+    """
 )
 
 
@@ -94,12 +99,7 @@ def protected(tokens: Sequence[str]) -> list[bool]:
     for i, t in enumerate(tokens):
         near = (i > 0 and digit[i - 1]) or (i + 1 < len(tokens) and digit[i + 1])
         out.append(
-            digit[i]
-            or near
-            or t in NUMBER_WORDS
-            or t in UNITS
-            or t in _SYMBOLS
-            or is_negation(t)
+            digit[i] or near or t in NUMBER_WORDS or t in UNITS or t in _SYMBOLS or is_negation(t)
         )
     return out
 

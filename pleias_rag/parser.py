@@ -17,7 +17,7 @@ from .answer import Citation, CitationStatus, FinishReason, PleiasAnswer
 from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
 from .lexer import Lexer, Token
 from .sources import Source, SourceGroup, group_sources
-from .verify import NOT_FOUND, QuoteMatch, SourceText, WordChange
+from .verify import NOT_FOUND, QuoteMatch, SourceText
 
 SECTIONS = frozenset(NUMBERED_SECTIONS)
 _NUMBERED_EVIDENCE = SECTIONS - {"source_analysis", "answer"} | {"source_id"}
@@ -414,6 +414,13 @@ class StreamParser:
         self._result = self._build(finish_reason)
         events.append(Finished(self._result))
         return events
+
+    @staticmethod
+    def may_verify(chunk: str) -> bool:
+        """Whether feeding ``chunk`` may finish a citation and so check its quote (CPU work
+        an async caller keeps off its event loop). Every token that ends a ref ends in
+        ``>`` or ``#``; text alone never does."""
+        return ">" in chunk or "#" in chunk
 
     @property
     def result(self) -> PleiasAnswer:

@@ -58,6 +58,10 @@ def _quote(c: Citation) -> str:
         return text + " (not found in the source)"
     if c.status == "misattributed":
         return text + " (found in another source)"
+    if c.status == "approximate":
+        return text + " (close to the source, not its exact words)"
+    if c.status == "from_query":
+        return text + " (copied from the question, not from a source)"
     return text
 
 

@@ -22,8 +22,9 @@ class SourceUse:
 
     ``citations`` are the citations whose quote it holds (:attr:`Citation.credited`): the
     verified and approximate ones naming it, and misattributed ones naming another source;
-    unverified quotes credit nothing. ``rank`` is its place in the model's own ordering (cited in order of first citation,
-    then mentioned in order of mention, then the rest in input order).
+    unverified quotes credit nothing. ``rank`` is its place in the model's own ordering
+    (cited in order of first citation, then mentioned in order of mention, then the rest in
+    input order).
     """
 
     source: Source

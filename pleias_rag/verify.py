@@ -51,6 +51,10 @@ _ELISION = re.compile(
     r"\s*[(\[]\s*(?:…|\.\.\.)\s*[)\]]\s*"
     r"|\s+(?:…|\.\.\.)\s*|(?:…|\.\.\.)(?:\s+|$)|^(?:…|\.\.\.)"
 )
+# Tuples, not strings: "" (the text's edge) is in every string.
+_SIGNS = ("-", "−", "+", "±")
+_SEPARATORS = (".", ",")
+_PERCENT = ("%", "‰")
 # A space before three digits that end a number: a thousands separator ("1 665").
 _THOUSANDS = re.compile(r"(?<=\d)\s+(?=\d{3}(?!\d))")
 # Scripts written without spaces, where a letter beside the match is no word boundary.
@@ -148,10 +152,9 @@ def _fold(text: str, *, compact: bool) -> tuple[str, list[int]]:
                     out.append("-")
                     index.append(hyphen)
                     hyphen = -1
-            if space >= 0 and out:
-                if not compact or (i in groups and out[-1].isdigit()):
-                    out.append(" ")
-                    index.append(space)
+            if space >= 0 and out and (not compact or (i in groups and out[-1].isdigit())):
+                out.append(" ")
+                index.append(space)
             space = -1
             if compact and c == "-" and out and out[-1].isalpha():
                 hyphen = i
@@ -176,17 +179,17 @@ def _edges_ok(text: str, start: int, end: int, *, open_end: bool = False) -> boo
     first, last = text[start], text[end - 1]
     before = text[start - 1] if start > 0 else ""
     after = text[end] if end < len(text) else ""
-    if _wordchar(first) and before and _wordchar(before):
+    before2 = text[start - 2] if start > 1 else ""
+    after2 = text[end + 1] if end + 1 < len(text) else ""
+    if before and _wordchar(first) and _wordchar(before):
         return False
-    if first.isdigit() and before:
-        if before in "-−+±" or (before in ".," and start >= 2 and text[start - 2].isdigit()):
-            return False
-    if last.isdigit() and after:
-        if after.isdigit() or after in "%‰":
-            return False
-        if after in ".," and end + 1 < len(text) and text[end + 1].isdigit():
-            return False
-    return not (_wordchar(last) and after and _wordchar(after) and not open_end)
+    if first.isdigit() and (before in _SIGNS or (before in _SEPARATORS and before2.isdigit())):
+        return False
+    if last.isdigit() and (
+        after.isdigit() or after in _PERCENT or (after in _SEPARATORS and after2.isdigit())
+    ):
+        return False
+    return not (after and _wordchar(last) and _wordchar(after) and not open_end)
 
 
 def _same_negations(quote: str, found: str) -> bool:

@@ -230,8 +230,12 @@ def test_parser_misuse_errors() -> None:
         ("the 1990s", "since the 199 0s and", "normalized", "the 199 0s"),
         ("massive models", "mas-\nsive models", "normalized", "mas-\nsive models"),
         ("zero\u200bwidth", "zerowidth", "normalized", "zerowidth"),
-        ("Paris is the (…) most populous city", "Paris is the capital and most populous city.",
-         "elided", "Paris is the capital and most populous city"),
+        (
+            "Paris is the (…) most populous city",
+            "Paris is the capital and most populous city.",
+            "elided",
+            "Paris is the capital and most populous city",
+        ),
     ],
 )
 def test_locate_quote(quote: str, text: str, kind: str, span: str) -> None:

@@ -17,7 +17,14 @@ from .files import load_passages
 from .search import BM25Index
 
 DEFAULT_MODEL = "PleIAs/Pleias-RAG-350M"
-_MARK = {"verified": "✓", "misattributed": "⚠", "unverified": "✗", "unknown_source": "?"}
+_MARK = {
+    "verified": "✓",
+    "approximate": "≈",
+    "misattributed": "⚠",
+    "from_query": "✗",
+    "unverified": "✗",
+    "unknown_source": "?",
+}
 
 
 class CliError(Exception):
@@ -137,6 +144,10 @@ def format_answer(answer: PleiasAnswer) -> str:
         lines.append(f"      “{c.quote}”")
         if c.status == "misattributed" and c.found_in:
             lines.append(f"      (the quote is in {_file(c.found_in[0])}, not in the source named)")
+        elif c.status == "approximate":
+            lines.append(f"      the source says: “{c.matched_text}”")
+        elif c.note:
+            lines.append(f"      ({c.note})")
     if not any(c.verified for c in answer.citations):
         lines.append(
             "Note: no quote of this answer could be found in the documents; the documents "
@@ -189,7 +200,12 @@ def from_json(data: dict[str, Any]) -> PleiasAnswer:
         dialect = data["dialect"]
         start = {"hash": "source_analysis", "numbered": "language"}.get(dialect)
         return parse_response(
-            data["raw"], sources, dialect, start=start, finish_reason=data["finish_reason"]
+            data["raw"],
+            sources,
+            dialect,
+            start=start,
+            finish_reason=data["finish_reason"],
+            query=data["question"],
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CliError(f"not an `ask --json` result: {exc}") from None

@@ -36,6 +36,7 @@ from ._streaming import LoopSink, Output, Request, Sink, ThreadSink
 class _Prepared:
     encoded: EncodedPrompt
     settings: GenerationSettings
+    query: str = ""
 
 
 class PleiasModel:
@@ -187,7 +188,7 @@ class PleiasModel:
         encoded = self._res.encoder().encode(
             query, sources_arg(sources), max_new_tokens=settings.max_new_tokens
         )
-        return _Prepared(encoded, settings)
+        return _Prepared(encoded, settings, query)
 
     def _request(self, prep: _Prepared, sink: Sink, *, stream: bool = False) -> Request:
         bundle = self._res.bundle()
@@ -227,11 +228,14 @@ class PleiasModel:
             self.dialect,
             start=self._start(),
             finish_reason=item.finish_reason,
+            query=prep.query,
         )
         return self._fill(answer, prep, item)
 
     def _parser(self, prep: _Prepared) -> StreamParser:
-        return StreamParser(prep.encoded.sources, self.dialect, start=self._start())
+        return StreamParser(
+            prep.encoded.sources, self.dialect, start=self._start(), query=prep.query
+        )
 
     def _events(self, parser: StreamParser, prep: _Prepared, item: object) -> list[Event]:
         """Events for one item from the worker; the last list ends with ``Finished``."""
@@ -349,7 +353,11 @@ class PleiasModel:
         self._res.worker().submit([req])
         try:
             while True:
-                events = self._events(parser, prep, await sink.get())
+                item = await sink.get()
+                if isinstance(item, str) and not parser.may_verify(item):
+                    events = self._events(parser, prep, item)
+                else:  # quote checks: off the event loop
+                    events = await asyncio.to_thread(self._events, parser, prep, item)
                 for event in events:
                     yield event
                 if events and isinstance(events[-1], Finished):

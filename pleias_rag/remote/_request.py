@@ -32,6 +32,7 @@ class Prepared:
         truncated: ids of the sources cut to fit.
         settings: the generation settings of the call.
         prompt_tokens: the prompt's length when it is token ids.
+        query: the question (quotes copied from it are told apart from the sources').
     """
 
     prompt: list[int] | str
@@ -40,6 +41,7 @@ class Prepared:
     truncated: tuple[str, ...]
     settings: GenerationSettings
     prompt_tokens: int | None = None
+    query: str = ""
 
 
 @dataclass
@@ -87,7 +89,7 @@ def encode_string(
     kept = [s for g in groups[:limit] for s in g.members]
     prompt = render_prompt(query, kept, dialect)
     dropped = tuple(g.id for g in groups[limit:])
-    return Prepared(prompt, tuple(kept), dropped, (), settings)
+    return Prepared(prompt, tuple(kept), dropped, (), settings, query=query)
 
 
 def body(

@@ -229,6 +229,7 @@ class RemoteBackend:
             truncated=encoded.truncated_ids,
             settings=settings,
             prompt_tokens=len(encoded.ids),
+            query=query,
         )
 
     def _get_encoder(self, loaded: LoadedTokenizer) -> PromptEncoder:
@@ -268,6 +269,7 @@ class RemoteBackend:
             self.dialect,
             start=self._start(),
             finish_reason=finish_reason(done.finish_reason),
+            query=prep.query,
         )
         return self._fill(answer, prep, done)
 
@@ -326,7 +328,7 @@ class RemoteBackend:
         return self._stream(prep)
 
     def _stream(self, prep: Prepared) -> Iterator[Event]:
-        parser = StreamParser(prep.sources, self.dialect, start=self._start())
+        parser = StreamParser(prep.sources, self.dialect, start=self._start(), query=prep.query)
         done = Completion()
         server = self._transport.settings.server
         chunks = self._transport.stream("completions", self._body(prep, stream=True))
@@ -385,7 +387,8 @@ class RemoteBackend:
     async def _acomplete(self, prep: Prepared, client: httpx.AsyncClient) -> PleiasAnswer:
         body = self._body(prep, stream=False)
         data = await self._transport.arequest("POST", "completions", body, client=client)
-        return self._result(prep, completion(data, self._transport.settings.server))
+        done = completion(data, self._transport.settings.server)
+        return await asyncio.to_thread(self._result, prep, done)  # quote checks: off the loop
 
     def astream(
         self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
@@ -400,17 +403,22 @@ class RemoteBackend:
         self, query: str, sources: Sequence[SourceLike], settings: GenerationSettings
     ) -> AsyncIterator[Event]:
         prep = await self._aprepare(query, sources, settings)
-        parser = StreamParser(prep.sources, self.dialect, start=self._start())
+        parser = StreamParser(prep.sources, self.dialect, start=self._start(), query=prep.query)
         done = Completion()
         server = self._transport.settings.server
         chunks = self._transport.astream("completions", self._body(prep, stream=True))
         async with contextlib.aclosing(chunks):
             async for payload in chunks:
                 text = stream_delta(payload, done, server)
-                if text:
-                    for event in parser.feed(text):
-                        yield event
-        for event in self._close_events(parser, prep, done):
+                if not text:
+                    continue
+                if parser.may_verify(text):  # quote checks: off the event loop
+                    events = await asyncio.to_thread(parser.feed, text)
+                else:
+                    events = parser.feed(text)
+                for event in events:
+                    yield event
+        for event in await asyncio.to_thread(self._close_events, parser, prep, done):
             yield event
 
     async def aanswer_batch(self, items: Sequence[BatchItem], **gen: Any) -> list[PleiasAnswer]:

@@ -50,7 +50,9 @@ def test_options() -> None:
     result = lenient.evaluate(response=ex.output, contexts=[])
     assert (result.passing, result.score) == (True, 1.0)
     text = "The tower was completed in 1889 for the fair."
-    close = hash_output("", "x" + ref(_id(text), "The tower was completed in 1889 for a fair") + ".")
+    close = hash_output(
+        "", "x" + ref(_id(text), "The tower was completed in 1889 for a fair") + "."
+    )
     assert not CitationGroundingEvaluator().evaluate(response=close, contexts=[text]).passing
     lenient_fuzzy = CitationGroundingEvaluator(fuzzy=True)
     assert lenient_fuzzy.evaluate(response=close, contexts=[text]).passing
