@@ -314,7 +314,9 @@ def _split_unclosed(
     if best < 0 or cuts[best] == len(body):
         return content, ""
     end = cuts[best]
-    # Punctuation the source has right after the quote belongs to the answer either way.
+    # A full stop after the quote ends the answer's sentence too: it stays in the answer.
+    while end > 0 and body[end - 1] in _FINAL_PUNCT + ",;:":
+        end -= 1
     return content[: lead + end], content[lead + end :]
 
 

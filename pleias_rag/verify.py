@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,10 +33,11 @@ FUZZY_THRESHOLD = 85.0
 FUZZY_MIN_CHARS = 12
 #: Each piece of an elided quote needs this many words.
 MIN_PIECE_WORDS = 3
-# Longer quotes are aligned inside a window found by shared 8-grams (partial_ratio is
-# quadratic in the quote's length).
+# Longer quotes are aligned inside a window found by shared 24-char pieces (partial_ratio
+# is quadratic in the quote's length); common blocks shorter than _GRAM are noise.
 _ANCHOR_ABOVE = 512
 _GRAM = 8
+_ANCHOR = 24
 _MAX_OCCURRENCES = 200
 
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
@@ -298,28 +300,23 @@ class SourceText:
         )
 
     def _align(self, q: str, norm: str, lo: int) -> tuple[int, int, float] | None:
-        """Long quotes: a window where the quote's 8-grams land, then one Indel alignment."""
-        votes: dict[int, int] = {}
-        step = max(1, (len(q) - _GRAM) // 64)
-        for qpos in range(0, len(q) - _GRAM + 1, step):
-            gram = q[qpos : qpos + _GRAM]
-            j = norm.find(gram, lo)
-            for _ in range(8):
-                if j < 0:
-                    break
-                key = (j - qpos) // 64
-                votes[key] = votes.get(key, 0) + 1
-                j = norm.find(gram, j + 1)
-        if not votes:
+        """Long quotes: where the quote's first and last pieces agree it starts and ends,
+        then one Indel alignment inside, trimmed to its solid (8+ char) common blocks."""
+        head = _offset(q, norm, lo, range(0, len(q) // 4))
+        if head is None:
             return None
-        offset = max(votes, key=votes.__getitem__) * 64
-        slack = len(q) // 8 + 64
-        w0, w1 = max(lo, offset - slack), min(len(norm), offset + len(q) + slack)
+        # The end is at most a quarter of the quote's length away from where no edit puts it.
+        near = max(lo, head - len(q) // 4 - 64)
+        tail = _offset(q, norm, near, range(len(q) - len(q) // 4, len(q) - _ANCHOR + 1))
+        if tail is None or tail < head - len(q) // 4 - 64:
+            return None
+        w0, w1 = max(lo, head - 64), min(len(norm), tail + len(q) + 64)
         window = norm[w0:w1]
-        blocks = [b for b in Indel.opcodes(q, window) if b.tag == "equal"]
-        if not blocks:
+        equal = [b for b in Indel.opcodes(q, window) if b.tag == "equal"]
+        solid = [b for b in equal if b.dest_end - b.dest_start >= _GRAM] or equal
+        if not solid:
             return None
-        s, e = w0 + blocks[0].dest_start, w0 + blocks[-1].dest_end
+        s, e = w0 + solid[0].dest_start, w0 + solid[-1].dest_end
         score = fuzz.ratio(q, norm[s:e])
         return (s, e, score) if score >= FUZZY_THRESHOLD else None
 
@@ -353,6 +350,22 @@ class SourceText:
         if not close.found:
             return QuoteMatch("none", 0.0, problem=problem) if problem else NOT_FOUND
         return dataclasses.replace(close, problem=close.problem or problem)
+
+
+def _offset(q: str, norm: str, lo: int, positions: range) -> int | None:
+    """The offset (source position minus quote position) most 24-char pieces of ``q`` taken
+    at ``positions`` (64 of them at most) agree on, or None when none occurs."""
+    votes: Counter[int] = Counter()
+    step = max(1, len(positions) // 64)
+    for qpos in positions[::step]:
+        gram = q[qpos : qpos + _ANCHOR]
+        j = norm.find(gram, lo)
+        for _ in range(32):
+            if j < 0:
+                break
+            votes[j - qpos] += 1
+            j = norm.find(gram, j + 1)
+    return votes.most_common(1)[0][0] if votes else None
 
 
 def _first_at_or_after(index: list[int], start: int) -> int:
