@@ -203,7 +203,7 @@ def test_numbered_ids_are_positions_even_when_source_ids_are_numbers() -> None:
     assert a.source is second and a.status == "verified"
     assert b.source is first and b.status == "verified"
     # The hash dialect has no positions: ids are ids.
-    hashed = hash_output(f'x<ref name="1">"Ants follow trails of scent"</ref>.')
+    hashed = hash_output('x<ref name="1">"Ants follow trails of scent"</ref>.')
     (h,) = parse_response(hashed, [second, first], "hash").citations
     assert h.source is first
 
