@@ -3,7 +3,9 @@
     python bench/bench_local.py [--dtype auto|float32|bfloat16|float16] [--device cpu|cuda]
 
 Builds (once, cached) a random-weight LlamaForCausalLM with the shape of
-``../shared/models/pleias-rag-350m.config.json`` and a 65,536-token tokenizer, then measures in
+``../shared/models/pleias-rag-350m.config.json`` and the real 65,536-token vocabulary
+(``../shared/tokenizers/pleias-rag-350m-inferred``; ``--tokenizer built`` for a built one),
+then measures in
 one run, on one machine:
 
 1. the overhead of ``PleiasModel.answer`` over a bare ``model.generate`` on the same ids;
@@ -39,7 +41,9 @@ from pleias_rag import PleiasModel, Source, render_prompt
 from pleias_rag.local import resolve_dtype
 from pleias_rag.testing import cached_random_model
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "shared/models/pleias-rag-350m.config.json"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_CONFIG = SHARED / "models/pleias-rag-350m.config.json"
+DEFAULT_TOKENIZER = SHARED / "tokenizers/pleias-rag-350m-inferred/tokenizer.json"
 TOPICS = ["tower", "museum", "moon", "water", "bees", "tea", "river", "library"]
 
 
@@ -48,6 +52,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", help="auto (default), float32, bfloat16, float16")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="model shape config.json")
+    p.add_argument(
+        "--tokenizer",
+        default=str(DEFAULT_TOKENIZER),
+        help="a real tokenizer.json (default: the inferred RAG-350M one), or 'built'",
+    )
     p.add_argument("--new-tokens", type=int, default=32, help="fixed output length")
     p.add_argument("--prompt-tokens", type=int, default=110, help="approximate prompt length")
     p.add_argument("--batch", type=int, default=8, help="questions in the batch comparison")
@@ -108,7 +117,8 @@ def main() -> None:
     gen = {"max_new_tokens": new, "min_new_tokens": new}
     config = json.loads(args.config.read_text())
     started = time.perf_counter()
-    path = cached_random_model("numbered", config=config)
+    tokenizer = None if args.tokenizer == "built" else Path(args.tokenizer)
+    path = cached_random_model("numbered", config=config, tokenizer_file=tokenizer)
     build_s = time.perf_counter() - started
 
     engine = PleiasModel.from_pretrained(path, device=device, dtype=args.dtype).load()

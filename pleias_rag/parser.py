@@ -476,7 +476,7 @@ class StreamParser:
         elif self._section == base:
             self._leave(events)
             if base == "answer":
-                self._stopped = True
+                self._stopped = self._ended = True  # what follows is not the model's answer
             elif base == "source_analysis":
                 self._after_analysis = True
 

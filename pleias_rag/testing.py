@@ -768,24 +768,47 @@ def _cached(name: str, build: Callable[[Path], Path], root: str | os.PathLike[st
     return final
 
 
+def load_tokenizer_file(path: str | os.PathLike[str]) -> PreTrainedTokenizerFast:
+    """A real Pleias ``tokenizer.json`` (e.g. ``../shared/tokenizers/...``) as a transformers
+    tokenizer with its BOS/EOS/PAD/UNK set (their ``tokenizer_config.json`` is not at hand)."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast_class: Any = PreTrainedTokenizerFast  # untyped constructor
+    fast: PreTrainedTokenizerFast = fast_class(
+        tokenizer_file=str(path),
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+    )
+    return fast
+
+
 def cached_random_model(
     dialect: str,
     *,
     config: Mapping[str, Any] | None = None,
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
+    tokenizer_file: str | os.PathLike[str] | None = None,
 ) -> Path:
-    """:func:`build_random_model` once per dialect/config/library versions, then its folder.
+    """:func:`build_random_model` once per dialect/config/tokenizer/library versions, then
+    its folder. ``tokenizer_file``: a real ``tokenizer.json`` to use instead of a built one.
 
     Kept under ``root`` (default :func:`cache_dir`), built in a temp folder renamed into
     place, under a file lock so parallel processes build it once.
     """
     dialect = check_dialect(dialect)
     cfg = dict(config or {})
-    name = f"random-{dialect}-" + _key(
-        {"kind": "random", "dialect": dialect, "config": cfg, "seed": seed}
-    )
-    return _cached(name, lambda p: build_random_model(p, dialect, config=cfg, seed=seed), root)
+    payload: dict[str, Any] = {"kind": "random", "dialect": dialect, "config": cfg, "seed": seed}
+    if tokenizer_file is not None:
+        payload["tokenizer_sha256"] = hashlib.sha256(Path(tokenizer_file).read_bytes()).hexdigest()
+
+    def build(p: Path) -> Path:
+        tok = None if tokenizer_file is None else load_tokenizer_file(tokenizer_file)
+        return build_random_model(p, dialect, config=cfg, seed=seed, tokenizer=tok)
+
+    return _cached(f"random-{dialect}-" + _key(payload), build, root)
 
 
 def cached_trained_model(

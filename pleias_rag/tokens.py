@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dialects import NUMBERED, NUMBERED_MAX_SOURCES, check_dialect
-from .prompt import Segment, prompt_segments
+from .prompt import ZWSP, Segment, prompt_segments
 from .sources import Source, SourceGroup, group_sources, make_sources
 
 # A source cut shorter than this many tokens is dropped instead: a fragment does not help.
@@ -178,14 +178,23 @@ class _Block:
     text_item: int = -1
     text_start: int = 0
     text: str = ""
+    whole: str = ""  # the source text before any cut (escaped as sent)
 
 
 def _blocks(segments: Sequence[Segment], codec: TokenCodec) -> list[_Block]:
     """Split segments into header, one block per source, and tail; merge text runs.
 
     Text segments and markers that are not tokens of this tokenizer are joined into runs, as
-    the tokenizer itself would see them between two special tokens.
+    the tokenizer itself would see them between two special tokens. Such a marker (Pico's
+    ``<|source_id_start|>`` is seven plain pieces) is escaped in user text with a zero-width
+    space, or a document could spell a header token for token identical to the real one.
     """
+    plain = {s.value for s in segments if s.kind == "marker" and codec.marker_id(s.value) is None}
+    if plain:
+        segments = [
+            Segment("text", _escape_plain(s.value, plain)) if s.kind == "text" else s
+            for s in segments
+        ]
     tail_at = max(i for i, s in enumerate(segments) if s.kind == "marker")
     starts = [
         i
@@ -211,7 +220,7 @@ def _blocks(segments: Sequence[Segment], codec: TokenCodec) -> list[_Block]:
                 if j == text_seg:
                     block.text_item = len(block.items)
                     block.text_start = sum(len(r) for r in run)
-                    block.text = seg.value
+                    block.text = block.whole = seg.value
                 run.append(seg.value)
                 continue
             if run:
@@ -222,6 +231,13 @@ def _blocks(segments: Sequence[Segment], codec: TokenCodec) -> list[_Block]:
             block.items.append("".join(run))
         blocks.append(block)
     return blocks
+
+
+def _escape_plain(text: str, markers: set[str]) -> str:
+    for marker in markers:
+        if marker in text:
+            text = text.replace(marker, "<" + ZWSP + marker[1:])
+    return text
 
 
 def _encode_blocks(blocks: Sequence[_Block], codec: TokenCodec) -> list[list[int]]:
@@ -318,7 +334,7 @@ class PromptEncoder:
             for block, block_ids in zip(chunk, _encode_blocks(chunk, self.codec), strict=True):
                 group = groups[i]
                 i += 1
-                if len(block_ids) <= room and block.text == group.text:
+                if len(block_ids) <= room and block.text == block.whole:
                     ids += block_ids
                     room -= len(block_ids)
                     kept.append(group)
@@ -392,7 +408,7 @@ def _with_text(block: _Block, text: str) -> _Block:
     end = block.text_start + len(block.text)
     items = list(block.items)
     items[block.text_item] = run[: block.text_start] + text + run[end:]
-    return _Block(items, block.text_item, block.text_start, text)
+    return _Block(items, block.text_item, block.text_start, text, block.whole)
 
 
 def encode_prompt(

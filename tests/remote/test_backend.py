@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(60)
 EIFFEL = "The Eiffel Tower was completed in 1889 for the World's Fair."
 HASH_OUT = (
     f"**{Source(EIFFEL).id}** gives the date.<|source_analysis_end|>\n<|answer_start|>"
-    f'It was finished in 1889<ref name="{Source(EIFFEL).id}">"It was completed in 1889"</ref>.'
+    f'It was finished in 1889<ref name="{Source(EIFFEL).id}">"was completed in 1889"</ref>.'
     "<|answer_end|>"
 )
 
