@@ -92,9 +92,9 @@ def negations(text: str) -> list[str]:
 
 def protected(tokens: Sequence[str]) -> list[bool]:
     """For each word, whether changing it can change a fact: a number, a number word, a
-    negation, a unit, a symbol such as ``%`` or a sign, or any word right beside a number
-    (its unit, its sign, its scale)."""
-    digit = [has_digit(t) for t in tokens]
+    negation, a unit, a symbol such as ``%`` or a sign, or any word right beside a number or
+    a number word (its unit, its sign, its scale)."""
+    digit = [has_digit(t) or t in NUMBER_WORDS for t in tokens]
     out = []
     for i, t in enumerate(tokens):
         near = (i > 0 and digit[i - 1]) or (i + 1 < len(tokens) and digit[i + 1])

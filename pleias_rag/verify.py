@@ -58,7 +58,7 @@ _SIGNS = ("-", "−", "+", "±")
 _SEPARATORS = (".", ",")
 _PERCENT = ("%", "‰")
 # A space before three digits that end a number: a thousands separator ("1 665").
-_THOUSANDS = re.compile(r"(?<=\d)\s+(?=\d{3}(?!\d))")
+_THOUSANDS = re.compile(r"(?<=\d)[\s\u200b\u200c\u200d\u2060\ufeff\u00ad]+(?=\d{3}(?!\d))")
 # Scripts written without spaces, where a letter beside the match is no word boundary.
 _NO_SPACES = re.compile(r"[\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 
@@ -163,9 +163,7 @@ def _fold(text: str, *, compact: bool) -> tuple[str, list[int]]:
                 continue
             out.append(c)
             index.append(i)
-    if hyphen >= 0:
-        out.append("-")
-        index.append(hyphen)
+    # A hyphen still held ends the text after a letter: a line-break hyphen cut off ("autoregres-").
     return "".join(out), index
 
 

@@ -80,7 +80,7 @@ def test_a_changed_number_says_what_changed() -> None:
     ],
 )
 def test_close_quotes_are_approximate_at_best(quote: str) -> None:
-    status, match, _ = cite(quote)
+    status, _match, _ = cite(quote)
     assert status in ("approximate", "unverified")
     if status == "approximate":
         raw = hash_output(f'x<ref name="{FACTS.id}">"{quote}"</ref>.')
