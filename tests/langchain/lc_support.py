@@ -56,7 +56,9 @@ class ScriptedBackend:
         raw = self._raw(query)
         for stop in gen.get("stop", ()):
             raw = raw.split(stop, 1)[0]
-        return parse_response(raw, make_sources(sources), "hash", start="source_analysis")
+        return parse_response(
+            raw, make_sources(sources), "hash", start="source_analysis", query=query
+        )
 
     def answer(self, query: str, sources: Sequence[SourceLike] = (), **gen: Any) -> PleiasAnswer:
         self.calls.append(("answer", (query, list(sources), gen)))
@@ -69,7 +71,7 @@ class ScriptedBackend:
     def stream(self, query: str, sources: Sequence[SourceLike] = (), **gen: Any) -> Iterator[Event]:
         self.calls.append(("stream", (query, list(sources), gen)))
         raw = self._raw(query)
-        parser = StreamParser(make_sources(sources), "hash", start="source_analysis")
+        parser = StreamParser(make_sources(sources), "hash", start="source_analysis", query=query)
         for i in range(0, len(raw), 7):
             yield from parser.feed(raw[i : i + 7])
         yield from parser.close()

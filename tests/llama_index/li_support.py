@@ -65,7 +65,7 @@ class ScriptedBackend:
         self.calls.append((method, query, srcs, dict(gen)))
         raw = self.script(query, srcs)
         start = "source_analysis" if self._dialect == "hash" else "language"
-        parser = StreamParser(srcs, self._dialect, start=start)
+        parser = StreamParser(srcs, self._dialect, start=start, query=query)
         for i in range(0, len(raw), self.chunk):
             yield from parser.feed(raw[i : i + self.chunk])
         yield from parser.close()
