@@ -32,7 +32,8 @@ def annotations(reply: Any) -> list[dict[str, Any]]:
 def test_cited_text_is_the_source_and_the_quote_stays() -> None:
     raw = hash_output(
         "x",
-        "It was done in 1889" + ref(TI, "The Eiffel Tower was finished in 1889 for the World's Fair")
+        "It was done in 1889"
+        + ref(TI, "The Eiffel Tower was finished in 1889 for the World's Fair")
         + ". It opened in 1890" + ref(TI, "the tower opened in 1890") + ".",
     )  # fmt: skip
     chat = ChatPleias(model=ScriptedBackend({QUERY: raw}))
@@ -92,7 +93,8 @@ def test_annotations_round_trip_to_the_same_citations() -> None:
     sources = [Source(TOWER.page_content, metadata={"title": "Tower"}), Source(BRIDGE.page_content)]
     raw = hash_output(
         "x",
-        "a" + ref(TI, "completed in 1889") + " b" + ref(TI, "The Eiffel Tower (…) for the World's Fair")
+        "a" + ref(TI, "completed in 1889")
+        + " b" + ref(TI, "The Eiffel Tower (…) for the World's Fair")
         + " c" + ref(TI, "The Eiffel Tower was finished in 1889 for the World's Fair")
         + " d" + ref(TI, "The bridge is not closed on Sundays") + " e" + ref(BI, "open all year")
         + " f" + ref("ffffffffffffffff", "the tower opened in 1890") + " g"
