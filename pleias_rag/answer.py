@@ -195,10 +195,11 @@ class PleiasAnswer:
 
     @property
     def cited_sources(self) -> list[Source]:
-        """Every source cited by a resolvable citation, in order of first citation."""
+        """Every source that holds a quote of the answer (:attr:`Citation.credited`: for a
+        misattributed quote the source it is really in), in order of first citation."""
         seen: dict[int, Source] = {}
         for c in self.citations:
-            for s in c.sources:
+            for s in c.credited:
                 seen.setdefault(id(s), s)
         return list(seen.values())
 

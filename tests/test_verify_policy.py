@@ -333,6 +333,7 @@ def test_rankings_credit_where_the_quote_is_and_not_unverified_quotes() -> None:
     assert OTHER.text[mis.found_start : mis.found_end] == mis.matched_text
     (use,) = cited_uses(ans)
     assert use.source is OTHER and use.citations == (mis,)
+    assert ans.cited_sources == [OTHER]
     assert [u.score for u in source_uses(ans)] == [1.0, 0.5]  # OTHER cited, FACTS mentioned
 
 

@@ -150,7 +150,7 @@ def format_answer(answer: PleiasAnswer) -> str:
             lines.append(f"      ({c.note})")
     if not any(c.verified for c in answer.citations):
         lines.append(
-            "Note: no quote of this answer could be found in the documents; the documents "
+            "Note: no quote of this answer is word for word in the documents; the documents "
             "may not answer this question."
         )
     if answer.truncated:
