@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pleias_rag import Source, StreamParser, locate_quote, parse_response
+from pleias_rag.meaning import negations
 from pleias_rag.ranking import cited_uses, source_uses
 
 FACTS = Source(
@@ -351,3 +354,44 @@ def test_long_quotes_are_located_by_the_bounded_search() -> None:
     m = locate_quote(changed, text)
     assert m.kind == "fuzzy" and m.score > 0.99 and m.problem  # a digit changed
     assert m.start is not None and abs(m.start - text.index(quote)) < 20
+
+
+# --------------------------------------------------------------------------- the invariant
+
+_TEXT = (
+    "In 1889 the tower, 324 m tall, cost 7,799,401 francs; it is not 10.5% taller than -40 "
+    "ideas. Nobody never saw 1 665 visitors, n'est-ce pas? The dose is 5 mg, not 50 mg."
+)
+_EDITS = st.sampled_from(
+    ["", " ", "  ", "\n", "-", "-\n", "\u200b", "0", "1", "9", ".", ",", "%", "not ", "never ",
+     "n't", "no", "(…)", " (…) ", "…", "m", "g", "’", "'", '"', "“"]
+)  # fmt: skip
+
+
+def _digits(text: str) -> list[str]:
+    return re.findall(r"\d+", re.sub(r"(?<=\d)[\s\u200b]+(?=\d{1,2}(?!\d))", "", text))
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.integers(0, len(_TEXT) - 1),
+    st.integers(3, 80),
+    st.lists(st.tuples(st.integers(0, 80), _EDITS, st.integers(0, 2)), max_size=3),
+)
+def test_verified_never_changes_a_number_or_a_negation(
+    start: int, size: int, edits: list[tuple[int, str, int]]
+) -> None:
+    quote = _TEXT[start : start + size]
+    for at, text, cut in edits:  # insert ``text`` at ``at``, deleting ``cut`` chars
+        at = min(at, len(quote))
+        quote = quote[:at] + text + quote[at + cut :]
+    m = locate_quote(quote, _TEXT)
+    if not m.verbatim:
+        return
+    found = m.matched_text(_TEXT)
+    pieces = [p for p in re.split(r"\s*\(…\)\s*", found)]
+    assert _digits(" ".join(pieces)) == _digits(quote.replace("(…)", " ")), (quote, found)
+    assert negations(found) == negations(quote), (quote, found)
+    for s, e in m.spans:  # never inside a word or a number
+        assert s == 0 or not (_TEXT[s - 1].isalnum() and _TEXT[s].isalnum())
+        assert e == len(_TEXT) or not (_TEXT[e - 1].isalnum() and _TEXT[e].isalnum())
