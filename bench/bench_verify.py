@@ -99,6 +99,9 @@ def spans(text: str, rng: random.Random, n: int, lo: int = 6, hi: int = 24) -> I
     for _ in range(n):
         size = rng.randint(lo, min(hi, len(words)))
         i = rng.randrange(0, len(words) - size + 1)
+        if i and re.search(r"[^\W\d_]-$", words[i - 1].group()):
+            i -= 1  # whole words: not the second half of one broken over a line
+            size = min(size + 1, len(words) - i)
         yield text[words[i].start() : words[i + size - 1].end()]
 
 

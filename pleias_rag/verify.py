@@ -57,6 +57,8 @@ _ELISION = re.compile(
 _SIGNS = ("-", "−", "+", "±")
 _SEPARATORS = (".", ",")
 _PERCENT = ("%", "‰")
+_HYPHENS = frozenset("-‐‑")
+_APOSTROPHES = frozenset("'’")
 # A space before three digits that end a number: a thousands separator ("1 665").
 _THOUSANDS = re.compile(r"(?<=\d)[\s\u200b\u200c\u200d\u2060\ufeff\u00ad]+(?=\d{3}(?!\d))")
 # Scripts written without spaces, where a letter beside the match is no word boundary.
@@ -174,8 +176,8 @@ def _wordchar(ch: str) -> bool:
 def _edges_ok(text: str, start: int, end: int, *, open_end: bool = False) -> bool:
     """Whether ``text[start:end]`` starts and ends on word boundaries, and does not cut a
     number: no "40" out of "-40", "5" out of "10.5", "10" out of "10%", "possible" out of
-    "impossible". ``open_end`` allows a cut word at the end (a quote cut off by the output's
-    end), but never a cut number."""
+    "impossible", "toxic" out of "non-toxic", "he can" out of "he can't". ``open_end`` allows
+    a cut word at the end (a quote cut off by the output's end), but never a cut number."""
     first, last = text[start], text[end - 1]
     before = text[start - 1] if start > 0 else ""
     after = text[end] if end < len(text) else ""
@@ -189,7 +191,45 @@ def _edges_ok(text: str, start: int, end: int, *, open_end: bool = False) -> boo
         after.isdigit() or after in _PERCENT or (after in _SEPARATORS and after2.isdigit())
     ):
         return False
-    return not (after and _wordchar(last) and _wordchar(after) and not open_end)
+    if first.isalpha() and _joined_before(text, start):
+        return False
+    if open_end and not last.isdigit():
+        return True
+    if after and _wordchar(last) and _wordchar(after):
+        return False
+    return not (last.isalpha() and _joined_after(text, end))
+
+
+def _joined_before(text: str, start: int) -> bool:
+    """Whether the word at ``start`` goes on to the left: a hyphenated compound ("non-toxic",
+    also broken over a line: "mas-\nsive") or a French negation ("n'est")."""
+    i = start - 1
+    if i < 1:
+        return False
+    if text[i].isspace():
+        while i > 0 and text[i].isspace():
+            i -= 1
+        return text[i] in _HYPHENS and i > 0 and text[i - 1].isalpha()
+    if text[i] in _HYPHENS:
+        return text[i - 1].isalpha()
+    if text[i] in _APOSTROPHES:
+        return text[i - 1] in "nN" and (i < 2 or not text[i - 2].isalpha())
+    return False
+
+
+def _joined_after(text: str, end: int) -> bool:
+    """Whether the word ending at ``end`` goes on to the right: a hyphenated compound
+    ("toxic-free", "mas-\nsive") or an English negation ("can't")."""
+    if end >= len(text):
+        return False
+    ch = text[end]
+    if ch in _HYPHENS:
+        j = end + 1
+        while j < len(text) and text[j].isspace():
+            j += 1
+        return j < len(text) and text[j].isalpha()
+    nxt = text[end + 1 : end + 2]
+    return ch in _APOSTROPHES and nxt in ("t", "T") and not text[end + 2 : end + 3].isalpha()
 
 
 def _same_negations(quote: str, found: str) -> bool:
@@ -237,6 +277,8 @@ class SourceText:
             if j < 0:
                 break
             s, e = index[j], index[j + len(q) - 1] + 1
+            if quote[-1] in _HYPHENS and text[e : e + 1] in _HYPHENS:
+                e += 1  # the quote ends where its source breaks a word over a line
             if _edges_ok(text, s, e, open_end=open_end) and _same_negations(quote, text[s:e]):
                 return QuoteMatch("normalized", 1.0, s, e, ((s, e),))
             j = norm.find(q, j + 1)

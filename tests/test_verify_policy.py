@@ -165,6 +165,27 @@ def test_no_match_inside_a_word_or_a_number() -> None:
     assert locate_quote("-40 and", text).kind == "exact"
 
 
+@pytest.mark.parametrize(
+    ("quote", "found"),
+    [
+        ("toxic", False),  # out of "non-toxic"
+        ("He said he can", False),  # out of "can't"
+        ("est pas vrai", False),  # out of "n'est pas"
+        ("sive tower", False),  # half of a word broken over a line
+        ("massive tower", True),
+        ("non-toxic", True),
+        ("he can't swim", True),
+        ("The World", True),  # a possessive is no negation
+    ],
+)
+def test_no_match_that_cuts_a_compound_or_a_contraction(quote: str, found: bool) -> None:
+    text = (
+        "It is non-toxic. He said he can't swim. Ce n'est pas vrai. The mas-\nsive tower. "
+        "The World's Fair."
+    )
+    assert locate_quote(quote, text, fuzzy=False).verbatim is found
+
+
 def test_superscripts_are_not_digits() -> None:
     assert not locate_quote("an area of 10 m2 exactly", "an area of 10 m² exactly").verbatim
     assert locate_quote("an area of 10 m² exactly", "an area of 10 m² exactly").kind == "exact"
