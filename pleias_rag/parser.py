@@ -12,12 +12,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import meaning
-from .answer import Citation, CitationStatus, FinishReason, PleiasAnswer
+from .answer import Citation, FinishReason, PleiasAnswer
+from .citing import Resolver
 from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
 from .lexer import Lexer, Token
-from .sources import Source, SourceGroup, group_sources
-from .verify import NOT_FOUND, QuoteMatch, SourceText
+from .sources import Source, SourceGroup
 
 SECTIONS = frozenset(NUMBERED_SECTIONS)
 _NUMBERED_EVIDENCE = SECTIONS - {"source_analysis", "answer"} | {"source_id"}
@@ -28,7 +27,6 @@ _FINAL_PUNCT = ".!?…。！？"
 _TRAILING_CLOSERS = re.compile(r"(?:\[\d+\]|[\s\"'”’»)\]*_])+$")
 # Where a bare quote may end: before a space, or before punctuation that ends a word.
 _CUT = re.compile(r"\s+|[^\w\s]+(?=\s|$)")
-_POSITION = re.compile(r"[0-9]{1,6}")
 _MENTION = re.compile(
     r"<\|source_id\|>\s*(?P<num>[0-9]+)"
     r"|<ref\s+name\s*=\s*(?P<ref>(?:<\|[A-Za-z_]+\|>|[^<>])*?)\s*>"
@@ -89,92 +87,6 @@ def strip_quote(text: str) -> str:
     while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
         text = text[1:-1].strip()
     return text
-
-
-@dataclass(frozen=True)
-class _Verdict:
-    """What checking one quote found (see :class:`~pleias_rag.answer.Citation`)."""
-
-    status: CitationStatus
-    match: QuoteMatch = NOT_FOUND
-    matched_text: str = ""
-    found_in: tuple[Source, ...] = ()
-    found: QuoteMatch = NOT_FOUND
-    note: str = ""
-
-
-class _Resolver:
-    """Maps written ids to source groups and checks quotes against their texts."""
-
-    def __init__(self, sources: Sequence[Source], query: str = "") -> None:
-        self.groups = group_sources(sources)
-        self.by_id = {g.id: g for g in self.groups}
-        self.by_lower = {g.id.lower(): g for g in reversed(self.groups)}
-        self._texts: dict[str, SourceText] = {}
-        self._query = SourceText(query) if query.strip() else None
-
-    def resolve(self, sid: str, *, numbered: bool) -> SourceGroup | None:
-        # The numbered prompt labels sources by position only: a number is a position there,
-        # even when some source's own id is that number.
-        if numbered and _POSITION.fullmatch(sid):
-            pos = int(sid)
-            return self.groups[pos - 1] if 1 <= pos <= len(self.groups) else None
-        return self.by_id.get(sid) or self.by_lower.get(sid.lower())
-
-    def text(self, group: SourceGroup) -> SourceText:
-        if group.id not in self._texts:
-            self._texts[group.id] = SourceText(group.text)
-        return self._texts[group.id]
-
-    def check(self, quote: str, group: SourceGroup | None, *, open_end: bool) -> _Verdict:
-        unresolved: CitationStatus = "unknown_source" if group is None else "unverified"
-        if not quote:
-            return _Verdict(unresolved, note="the quote is empty")
-        if meaning.too_short(quote):
-            return _Verdict(unresolved, note="the quote is too short to carry a claim")
-        named = NOT_FOUND
-        if group is not None:
-            named = self.text(group).locate(quote, fuzzy=False, open_end=open_end)
-            if named.verbatim:
-                return _Verdict("verified", named, named.matched_text(group.text))
-        elsewhere: list[Source] = []
-        first = NOT_FOUND
-        for other in self.groups:
-            if other is group:
-                continue
-            m = self.text(other).locate(quote, fuzzy=False, open_end=open_end)
-            if m.verbatim:
-                if not elsewhere:
-                    first = m
-                elsewhere.extend(other.members)
-        found_text = first.matched_text(elsewhere[0].text) if elsewhere else ""
-        if group is None:
-            note = "no source has this id" + (" (the quote is in another one)" if elsewhere else "")
-            return _Verdict("unknown_source", NOT_FOUND, "", tuple(elsewhere), first, note)
-        if elsewhere:
-            note = "the quote is in another source than the one cited"
-            return _Verdict("misattributed", NOT_FOUND, found_text, tuple(elsewhere), first, note)
-        close = self.text(group).locate(quote, fuzzy=True)
-        if self._in_query(quote, close):
-            return _Verdict("from_query", note="the quote is copied from the query, not a source")
-        if close.kind == "fuzzy" and not close.problem:
-            return _Verdict("approximate", close, close.matched_text(group.text))
-        note = close.problem or named.problem or "the quote is not in the cited source"
-        return _Verdict("unverified", _near_miss(close), "", note=note)
-
-    def _in_query(self, quote: str, close: QuoteMatch) -> bool:
-        if self._query is None:
-            return False
-        if self._query.locate(quote, fuzzy=False).verbatim:
-            return True
-        # Closer to the query than to the source: a copied claim, slightly changed.
-        in_query = self._query.locate(quote, fuzzy=True)
-        return in_query.found and (not close.found or in_query.score > close.score)
-
-
-def _near_miss(close: QuoteMatch) -> QuoteMatch:
-    """An unverified quote keeps the word changes of its near miss, not its offsets."""
-    return QuoteMatch("none", 0.0, changes=close.changes, problem=close.problem)
 
 
 class _AnswerBuilder:
@@ -283,9 +195,7 @@ class _AnswerBuilder:
             self.text(rest, events)
 
 
-def _split_unclosed(
-    content: str, resolver: _Resolver, group: SourceGroup | None
-) -> tuple[str, str]:
+def _split_unclosed(content: str, resolver: Resolver, group: SourceGroup | None) -> tuple[str, str]:
     """Where the quote of a ref with no ``</ref>`` ends, and the answer text after it.
 
     A wrapped quote ends at its closing quote mark; a bare one at the longest run of whole
@@ -359,7 +269,7 @@ class StreamParser:
         if not isinstance(query, str):
             raise TypeError(f"query must be the question (str), got {type(query).__name__}")
         self._sources = tuple(sources)
-        self._resolver = _Resolver(self._sources, query)
+        self._resolver = Resolver(self._sources, query)
         self._lexer = Lexer()
         self._answer = _AnswerBuilder(self)
         self._texts: dict[str, list[str]] = {}
