@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as a script from a checkout: the package, and the tests' reader of the corpus prompts
+# (one parser of that format, shared with the corpus tests), must be importable first.
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 

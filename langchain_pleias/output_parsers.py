@@ -19,6 +19,7 @@ from pleias_rag.parser import (
     AnswerDelta,
     CitationCompleted,
     StreamParser,
+    feed_off_loop,
     parse_response,
 )
 from pleias_rag.sources import Source
@@ -122,14 +123,7 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
             documents_to_sources(self.documents), self.dialect, self.start, self.query
         )
         async for chunk in input:
-            text = _text(chunk)
-            # Quote checks are CPU work: off the event loop when this chunk may end a ref.
-            grew = (
-                await asyncio.to_thread(state.feed, text)
-                if StreamParser.may_verify(text)
-                else state.feed(text)
-            )
-            if grew:
+            if await feed_off_loop(state.feed, _text(chunk)):
                 yield state.snapshot()
         yield await asyncio.to_thread(state.close)
 

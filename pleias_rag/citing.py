@@ -56,9 +56,11 @@ class Resolver:
             return Verdict(unresolved, note="the quote is empty")
         if meaning.too_short(quote):
             return Verdict(unresolved, note="the quote is too short to carry a claim")
+        # The cited source first, fuzzy included: its close match serves below when the quote
+        # is in no other source.
         named = NOT_FOUND
         if group is not None:
-            named = self.text(group).locate(quote, fuzzy=False, open_end=open_end)
+            named = self.text(group).locate(quote, open_end=open_end)
             if named.verbatim:
                 return Verdict("verified", named, named.matched_text(group.text))
         elsewhere: list[Source] = []
@@ -78,22 +80,21 @@ class Resolver:
         if elsewhere:
             note = "the quote is in another source than the one cited"
             return Verdict("misattributed", NOT_FOUND, found_text, tuple(elsewhere), first, note)
-        close = self.text(group).locate(quote, fuzzy=True)
-        if self._in_query(quote, close):
+        if self._in_query(quote, named):
             return Verdict("from_query", note="the quote is copied from the query, not a source")
-        if close.kind == "fuzzy" and not close.problem:
-            return Verdict("approximate", close, close.matched_text(group.text))
-        note = close.problem or named.problem or "the quote is not in the cited source"
-        return Verdict("unverified", _near_miss(close), "", note=note)
+        if named.kind == "fuzzy" and not named.problem:
+            return Verdict("approximate", named, named.matched_text(group.text))
+        note = named.problem or "the quote is not in the cited source"
+        return Verdict("unverified", _near_miss(named), "", note=note)
 
     def _in_query(self, quote: str, close: QuoteMatch) -> bool:
         if self._query is None:
             return False
-        if self._query.locate(quote, fuzzy=False).verbatim:
-            return True
-        # Closer to the query than to the source: a copied claim, slightly changed.
-        in_query = self._query.locate(quote, fuzzy=True)
-        return in_query.found and (not close.found or in_query.score > close.score)
+        in_query = self._query.locate(quote)
+        # Word for word in the query, or closer to it than to the source: a copied claim.
+        return in_query.verbatim or (
+            in_query.found and (not close.found or in_query.score > close.score)
+        )
 
 
 def _near_miss(close: QuoteMatch) -> QuoteMatch:

@@ -8,9 +8,11 @@ the whole text at once, so streaming and one-shot parsing cannot disagree.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .answer import Citation, FinishReason, PleiasAnswer
 from .citing import Resolver
@@ -34,6 +36,8 @@ _MENTION = re.compile(
     r"|\b(?P<hex>[0-9a-f]{16})\b"
 )
 
+
+T = TypeVar("T")
 
 # --- events -------------------------------------------------------------------------------
 
@@ -530,3 +534,11 @@ def parse_response(
     parser.feed(raw)
     parser.close(finish_reason)
     return parser.result
+
+
+async def feed_off_loop(feed: Callable[[str], T], chunk: str) -> T:
+    """``feed(chunk)`` for an async caller: in a worker thread when the chunk may finish a
+    citation (:meth:`StreamParser.may_verify`: its quote check is CPU work), else inline."""
+    if StreamParser.may_verify(chunk):
+        return await asyncio.to_thread(feed, chunk)
+    return feed(chunk)

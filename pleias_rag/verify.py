@@ -327,17 +327,9 @@ class SourceText:
             return NOT_FOUND
         s, e, score = span
         start_i, end_i = _widen(self.text, index[s], index[e - 1] + 1)
-        found = self.text[start_i:end_i]
-        changes = _changes(quote, found)
-        return QuoteMatch(
-            "fuzzy",
-            round(score / 100.0, 4),
-            start_i,
-            end_i,
-            ((start_i, end_i),),
-            changes,
-            _problem(quote, found),
-        )
+        changes, problem = _compare(quote, self.text[start_i:end_i])
+        spans = ((start_i, end_i),)
+        return QuoteMatch("fuzzy", round(score / 100.0, 4), start_i, end_i, spans, changes, problem)
 
     def _align(self, q: str, norm: str, lo: int) -> tuple[int, int, float] | None:
         """Long quotes: where the quote's first and last pieces agree it starts and ends,
@@ -431,35 +423,29 @@ def _widen(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def _changes(quote: str, found: str) -> tuple[WordChange, ...]:
-    qw, fw = meaning.WORD.findall(quote), meaning.WORD.findall(found)
-    matcher = difflib.SequenceMatcher(
-        a=meaning.words(quote), b=meaning.words(found), autojunk=False
-    )
-    return tuple(
-        WordChange(" ".join(qw[i1:i2]), " ".join(fw[j1:j2]))
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
-        if tag != "equal"
-    )
-
-
-def _problem(quote: str, found: str) -> str:
-    """Why a close match must not be trusted even as approximate: a change that touches a
-    number, a unit, a sign or a negation."""
+def _compare(quote: str, found: str) -> tuple[tuple[WordChange, ...], str]:
+    """The word changes from ``found`` to ``quote``, and why they must not be trusted even as
+    approximate ("" when they may): a change that touches a number, a unit, a sign or a
+    negation."""
     qw, fw = meaning.words(quote), meaning.words(found)
+    shown_q, shown_f = meaning.WORD.findall(quote), meaning.WORD.findall(found)
     qp, fp = meaning.protected(qw), meaning.protected(fw)
-    matcher = difflib.SequenceMatcher(a=qw, b=fw, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    changes: list[WordChange] = []
+    problem = ""
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=qw, b=fw, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
+        changes.append(WordChange(" ".join(shown_q[i1:i2]), " ".join(shown_f[j1:j2])))
         # An insertion touches the words on both sides of where it goes.
         touched = any(qp[max(0, i1 - (i1 == i2)) : i2 + (i1 == i2)])
         touched = touched or any(fp[max(0, j1 - (j1 == j2)) : j2 + (j1 == j2)])
-        if touched:
+        if touched and not problem:
             said = " ".join(qw[i1:i2]) or "nothing"
             has = " ".join(fw[j1:j2]) or "nothing"
-            return f"a number, unit or negation differs: the quote has {said!r}, the source {has!r}"
-    return ""
+            problem = (
+                f"a number, unit or negation differs: the quote has {said!r}, the source {has!r}"
+            )
+    return tuple(changes), problem
 
 
 def locate_quote(quote: str, text: str, *, fuzzy: bool = True) -> QuoteMatch:

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent / "remote"))
 
 from fake_server import FakeServer, Step
 
-from pleias_rag import PleiasModel, Source
+from pleias_rag import Finished, PleiasModel, Source
 from pleias_rag.remote import RemoteBackend
 from pleias_rag.testing import TRAINING_EXAMPLES
 from pleias_rag.verify import SourceText
@@ -47,7 +47,8 @@ async def test_remote_aanswer_and_astream(check_threads: list[int]) -> None:
         answer = await backend.aanswer("When?", [EIFFEL])
         events = [e async for e in backend.astream("When?", [EIFFEL])]
     assert answer.citations[0].status == "verified"
-    assert events[-1].answer.citations == answer.citations  # type: ignore[union-attr]
+    final = events[-1]
+    assert isinstance(final, Finished) and final.answer.citations == answer.citations
     assert check_threads and loop_thread not in check_threads
 
 
@@ -60,5 +61,6 @@ async def test_local_aanswer_and_astream(
     answer = await model.aanswer(ex.query, list(ex.sources), max_new_tokens=128)
     events = [e async for e in model.astream(ex.query, list(ex.sources), max_new_tokens=128)]
     assert [c.status for c in answer.citations] == ["verified", "verified"]
-    assert events[-1].answer.citations == answer.citations  # type: ignore[union-attr]
+    final = events[-1]
+    assert isinstance(final, Finished) and final.answer.citations == answer.citations
     assert check_threads and loop_thread not in check_threads

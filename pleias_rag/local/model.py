@@ -22,7 +22,7 @@ from ..generation import (
     settings_from,
     sources_arg,
 )
-from ..parser import Event, Finished, StreamParser, parse_response
+from ..parser import Event, Finished, StreamParser, feed_off_loop, parse_response
 from ..sources import Source
 from ..tokens import EncodedPrompt
 from ._args import check_int, check_seconds, request_seed
@@ -354,9 +354,9 @@ class PleiasModel:
         try:
             while True:
                 item = await sink.get()
-                if isinstance(item, str) and not parser.may_verify(item):
-                    events = self._events(parser, prep, item)
-                else:  # quote checks: off the event loop
+                if isinstance(item, str):
+                    events = await feed_off_loop(parser.feed, item)
+                else:  # the end: the last quote checks and the answer, off the event loop
                     events = await asyncio.to_thread(self._events, parser, prep, item)
                 for event in events:
                     yield event

@@ -24,7 +24,7 @@ from ..generation import (
     settings_from,
     sources_arg,
 )
-from ..parser import Event, Finished, StreamParser, parse_response
+from ..parser import Event, Finished, StreamParser, feed_off_loop, parse_response
 from ..tokens import PromptEncoder
 from ._config import (
     DEFAULT_API_KEY_ENV,
@@ -410,14 +410,9 @@ class RemoteBackend:
         async with contextlib.aclosing(chunks):
             async for payload in chunks:
                 text = stream_delta(payload, done, server)
-                if not text:
-                    continue
-                if parser.may_verify(text):  # quote checks: off the event loop
-                    events = await asyncio.to_thread(parser.feed, text)
-                else:
-                    events = parser.feed(text)
-                for event in events:
-                    yield event
+                if text:
+                    for event in await feed_off_loop(parser.feed, text):
+                        yield event
         for event in await asyncio.to_thread(self._close_events, parser, prep, done):
             yield event
 

@@ -44,7 +44,8 @@ def test_synthesizer_shows_source_words_and_credits_the_real_node() -> None:
     ]
     response = PleiasSynthesizer(PleiasLLM(ScriptedBackend(script))).synthesize("q", nodes)
     assert response.response == "Done in 1889[1], closed[1] and open[2] say some, but not all."
-    approx, mis, unverified = response.metadata["citations"]  # type: ignore[index]
+    assert response.metadata is not None
+    approx, mis, unverified = response.metadata["citations"]
     assert approx["status"] == "approximate" and approx["quote"] != approx["matched_text"]
     assert approx["matched_text"] == TOWER[:-1]
     assert (mis["status"], mis["found_in_node_ids"]) == ("misattributed", ["bridge"])
