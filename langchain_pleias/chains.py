@@ -18,8 +18,8 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, field_validator
 
-from pleias_rag.generation import Backend
-from pleias_rag.ranking import cited_uses
+from pleias_rag.backend import Backend
+from pleias_rag.views.ranking import cited_uses
 
 from ._condense import (
     STANDALONE_KEY,
@@ -307,9 +307,10 @@ def create_pleias_rag_chain(
     retrieved documents, the answer with ``[n]`` markers, its standard citation annotations
     (see ``ChatPleias``), and copies of the retrieved documents actually cited, in order of
     first citation, whose metadata adds ``pleias_source_id``, ``relevance_score`` and
-    ``pleias_citations`` (each quote, its status and its offsets in the document and in the
-    answer). Identical documents share one id: a citation maps to each of them; a citation
-    of an unknown id maps to none.
+    ``pleias_citations`` (the core citation dicts, :meth:`pleias_rag.Citation.to_dict`: each
+    quote, its status, ``source_start``/``source_end`` in the document and
+    ``answer_start``/``answer_end`` in the answer). Identical documents share one id: a
+    citation maps to each of them; a citation of an unknown id maps to none.
 
     ``stream``/``astream`` yield ``{"answer": delta}`` chunks as the answer is written, then
     one chunk with the rest; the chunks add up to the ``invoke`` result. ``batch`` runs the

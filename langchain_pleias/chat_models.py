@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -16,7 +17,7 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, field_validator
 
 from pleias_rag.answer import PleiasAnswer
-from pleias_rag.generation import Backend
+from pleias_rag.backend import Backend
 from pleias_rag.parser import AnswerDelta, Event, Finished
 from pleias_rag.sources import Source
 
@@ -266,16 +267,14 @@ class ChatPleias(PleiasParams, BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = self._condensed(self._prepare(messages, stop, kwargs), run_manager)
-        events = call.backend.stream(call.query, call.sources, **call.gen)
-        try:
+        # Closing the events stops the generation when the caller stops reading.
+        with contextlib.closing(
+            call.backend.stream(call.query, call.sources, **call.gen)
+        ) as events:
             for event in events:
                 chunk = self._chunk(call, event)
                 if chunk is not None:
                     yield chunk
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()  # stops generation when the caller stops reading
 
     async def _astream(
         self,
@@ -286,15 +285,11 @@ class ChatPleias(PleiasParams, BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = await self._acondensed(self._prepare(messages, stop, kwargs), run_manager)
         events = call.backend.astream(call.query, call.sources, **call.gen)
-        try:
+        async with contextlib.aclosing(events):
             async for event in events:
                 chunk = self._chunk(call, event)
                 if chunk is not None:
                     yield chunk
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     # -- tokens --
 
@@ -303,18 +298,13 @@ class ChatPleias(PleiasParams, BaseChatModel):
         return int(self._get_backend().count_tokens(text))
 
     def get_token_ids(self, text: str) -> list[int]:
-        """Token ids of ``text`` with the model's own tokenizer, when the backend has one.
+        """Token ids of ``text`` with the model's own tokenizer.
 
         Raises:
-            NotImplementedError: the backend does not expose token ids.
+            InvalidArgument: the backend has no tokenizer (a ``RemoteBackend`` without
+                ``tokenizer=``); ``get_num_tokens`` still counts with the server.
         """
-        backend = self._get_backend()
-        encode = getattr(backend, "token_ids", None)
-        if encode is None:
-            raise NotImplementedError(
-                f"{type(backend).__name__} does not expose token ids; use get_num_tokens"
-            )
-        return list(encode(text))
+        return self._get_backend().token_ids(text)
 
     def get_num_tokens_from_messages(
         self,
@@ -345,5 +335,5 @@ def _traceable(kwargs: dict[str, Any]) -> dict[str, Any]:
         out["documents"] = _SourceKeys(source_keys(documents_to_sources(out["documents"])))
     model = out.get("model")
     if model is not None and not isinstance(model, str):
-        out["model"] = str(getattr(model, "model_name", type(model).__name__))
+        out["model"] = model.model_name if isinstance(model, Backend) else type(model).__name__
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -161,18 +162,13 @@ class PleiasLLM(PleiasParams, BaseLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         backend, ((query, sources),), gen = self._prepare([prompt], stop, kwargs)
-        events = backend.stream(query, sources, **gen)
-        try:
+        with contextlib.closing(backend.stream(query, sources, **gen)) as events:
             for event in events:
                 chunk = _chunk(event, backend, query)
                 if chunk is not None:
                     if run_manager is not None:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-        finally:
-            close = getattr(events, "close", None)
-            if close is not None:
-                close()
 
     async def _astream(
         self,
@@ -183,17 +179,13 @@ class PleiasLLM(PleiasParams, BaseLLM):
     ) -> AsyncIterator[GenerationChunk]:
         backend, ((query, sources),), gen = self._prepare([prompt], stop, kwargs)
         events = backend.astream(query, sources, **gen)
-        try:
+        async with contextlib.aclosing(events):
             async for event in events:
                 chunk = _chunk(event, backend, query)
                 if chunk is not None:
                     if run_manager is not None:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
-        finally:
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     def get_num_tokens(self, text: str) -> int:
         """Tokens in ``text`` with the model's own tokenizer (loads it on first use)."""

@@ -20,8 +20,8 @@ from langchain_core.runnables.config import patch_config
 from langchain_core.tools import ArgsSchema, BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from pleias_rag.generation import Backend
-from pleias_rag.plain import answer_with_sources
+from pleias_rag.backend import Backend
+from pleias_rag.views.plain import answer_with_sources
 
 from ._convert import documents_to_sources, rebuild_answer
 from .chains import PleiasRAGChain, create_pleias_rag_chain

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -23,6 +23,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.custom import CustomLLM
 
 from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer, Source
+from pleias_rag.backend import Backend, resolve_backend
 from pleias_rag.fallback import visible_text
 
 from ._convert import (
@@ -32,13 +33,8 @@ from ._convert import (
     citation_blocks,
     final_delta,
     gen_kwargs,
-    is_backend,
-    resolve_backend,
     to_sources,
 )
-
-if TYPE_CHECKING:
-    from pleias_rag.generation import Backend
 
 
 class PleiasLLM(CustomLLM):
@@ -91,20 +87,16 @@ class PleiasLLM(CustomLLM):
     seed: int | None = Field(default=None, description="Sampling seed.")
     stop: list[str] | None = Field(default=None, description="Extra stop strings.")
 
-    _backend: Any = PrivateAttr(default=None)
+    _backend: Backend | None = PrivateAttr(default=None)
 
     def __init__(self, model: str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any):
         backend = None
-        if isinstance(model, (str, os.PathLike)):
+        if isinstance(model, Backend):
+            backend, name = model, model.model_name
+        elif isinstance(model, (str, os.PathLike)):
             name = os.fspath(model)
-        elif is_backend(model):
-            backend = model
-            name = str(getattr(model, "model_name", type(model).__name__))
         else:
-            raise TypeError(
-                "model must be a model name, a local path or a pleias_rag backend, "
-                f"got {type(model).__name__}"
-            )
+            resolve_backend(model)  # raises the error that names what to give
         super().__init__(model=name, **kwargs)
         self._backend = backend
 
@@ -119,8 +111,7 @@ class PleiasLLM(CustomLLM):
             self._backend = resolve_backend(
                 self.model, dialect=self.dialect, device=self.device, dtype=self.dtype
             )
-        backend: Backend = self._backend
-        return backend
+        return self._backend
 
     @property
     def metadata(self) -> LLMMetadata:

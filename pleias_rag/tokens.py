@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .dialects import NUMBERED, NUMBERED_MAX_SOURCES, check_dialect
+from .errors import InvalidArgument, PromptTooLong
 from .prompt import ZWSP, Segment, prompt_segments
 from .sources import Source, SourceGroup, group_sources, make_sources
 
@@ -150,20 +151,34 @@ def _private_backend(backend: Any) -> Any:
 
 @dataclass(frozen=True)
 class EncodedPrompt:
-    """A prompt as token ids, and what the context budget did to the sources.
+    """A prompt as it is sent, and what the context budget did to the sources.
 
     Attributes:
-        ids: the prompt's token ids (BOS first when the tokenizer adds one).
+        prompt: the token ids (BOS first when the tokenizer adds one), or the escaped string
+            prompt when the backend has no tokenizer.
         sources: the sources in the prompt, in prompt order (original objects, also for the
             truncated ones: a quote from the kept part is found in the full text too).
         dropped_ids: ids of the sources left out (context budget, source limit).
         truncated_ids: ids of the sources cut to fit.
+        query: the question the prompt asks.
     """
 
-    ids: tuple[int, ...]
+    prompt: list[int] | str
     sources: tuple[Source, ...] = ()
     dropped_ids: tuple[str, ...] = ()
     truncated_ids: tuple[str, ...] = ()
+    query: str = ""
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The token ids; a string prompt has none."""
+        if isinstance(self.prompt, str):
+            raise InvalidArgument(
+                "this prompt is a string (the backend has no tokenizer), not token ids: read "
+                ".prompt, count its tokens with backend.prompt_tokens(), or give the backend "
+                "tokenizer= (the model's tokenizer folder)"
+            )
+        return tuple(self.prompt)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -303,8 +318,9 @@ class PromptEncoder:
         """The prompt's ids, leaving ``max_new_tokens`` free in the context window.
 
         Raises:
-            ValueError: the query (with no source at all) and ``max_new_tokens`` do not fit
-                the context window, or a bad query/source.
+            PromptTooLong: the query (with no source at all) and ``max_new_tokens`` do not
+                fit the context window.
+            InvalidArgument: a bad query or source.
         """
         if isinstance(sources, (str, bytes)):
             raise ValueError("sources must be a list of texts or Source objects, not one str")
@@ -318,11 +334,7 @@ class PromptEncoder:
         budget = self.context_window - max_new_tokens
         fixed = len(self.codec.bos_prefix) + len(head_ids) + len(tail_ids)
         if fixed > budget:
-            raise ValueError(
-                f"the query needs {fixed} prompt tokens and max_new_tokens={max_new_tokens} "
-                f"more, over the model's context window of {self.context_window} tokens: "
-                "shorten the query or lower max_new_tokens"
-            )
+            raise PromptTooLong(fixed, max_new_tokens, self.context_window)
         room = budget - fixed
         ids = [*self.codec.bos_prefix, *head_ids]
         kept: list[SourceGroup] = []
@@ -350,10 +362,11 @@ class PromptEncoder:
         dropped.extend(g.id for g in over)
         ids += tail_ids
         return EncodedPrompt(
-            ids=tuple(ids),
+            prompt=ids,
             sources=tuple(s for g in kept for s in g.members),
             dropped_ids=tuple(dropped),
             truncated_ids=tuple(truncated),
+            query=query,
         )
 
     def _precut(self, block: _Block, room: int) -> _Block:

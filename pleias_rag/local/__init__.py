@@ -4,7 +4,8 @@
 events, and packs sources into the context window at the token level.
 """
 
-from ..generation import Backend, GenerationSettings
+from ..backend import Backend
+from ..generation import GenerationSettings
 from ._loading import cpu_has_native_bf16, resolve_dtype
 from .model import PleiasModel
 

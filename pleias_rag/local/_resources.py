@@ -1,4 +1,4 @@
-"""What one ``PleiasModel`` loads lazily: its tokenizer bundle, prompt encoder and worker.
+"""What one ``PleiasModel`` loads lazily: its tokenizer bundle and worker.
 
 Tokenizers and weights come from process-wide weak caches, so every object pointing at the
 same model (and device, dtype) shares one copy and one generation thread.
@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from ..tokens import PromptEncoder
 from ._batching import Worker
 from ._loading import (
     SharedCache,
@@ -37,8 +36,6 @@ class Resources:
         dtype: the weights' dtype.
         device_map: a transformers device map, or None.
         revision: hub revision.
-        context_window: overrides the config's, or None.
-        max_sources: the prompt encoder's source limit, or None for the dialect default.
         model_kwargs: extra ``from_pretrained`` arguments for the model.
         tokenizer_kwargs: extra ``from_pretrained`` arguments for the tokenizer.
     """
@@ -52,8 +49,6 @@ class Resources:
         dtype: torch.dtype,
         device_map: str | Mapping[str, Any] | None,
         revision: str | None,
-        context_window: int | None,
-        max_sources: int | None,
         model_kwargs: Mapping[str, Any],
         tokenizer_kwargs: Mapping[str, Any],
     ) -> None:
@@ -63,13 +58,10 @@ class Resources:
         self.dtype = dtype
         self.device_map = device_map
         self.revision = revision
-        self.context_window = context_window
-        self.max_sources = max_sources
         self.model_kwargs = dict(model_kwargs)
         self.tokenizer_kwargs = dict(tokenizer_kwargs)
         self._lock = threading.Lock()
         self._bundle: TokenizerBundle | None = None
-        self._encoder: PromptEncoder | None = None
         self._worker: Worker | None = None
 
     @property
@@ -90,19 +82,8 @@ class Resources:
             )
             with self._lock:
                 if self._bundle is None:
-                    self._encoder = PromptEncoder(
-                        bundle.codec,
-                        bundle.dialect,
-                        context_window=self.context_window or bundle.context_window,
-                        max_sources=self.max_sources,
-                    )
                     self._bundle = bundle
         return self._bundle
-
-    def encoder(self) -> PromptEncoder:
-        self.bundle()
-        assert self._encoder is not None
-        return self._encoder
 
     def worker(self) -> Worker:
         if self._worker is None:

@@ -12,14 +12,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError("pleias_rag.remote needs httpx: pip install 'pleias-rag[remote]'") from exc
 
 from ._config import DEFAULT_API_KEY_ENV, SERVER_PRESETS, ServerKind
-from ._request import Prepared
 from .backend import RemoteBackend
 from .errors import RemoteConnectionError, RemoteError, RemoteStatusError, RemoteTimeoutError
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
     "SERVER_PRESETS",
-    "Prepared",
     "RemoteBackend",
     "RemoteConnectionError",
     "RemoteError",

@@ -1,4 +1,4 @@
-"""Completions requests and answers: request bodies, string prompts, reading the results."""
+"""Completions requests and answers: request bodies, and reading what the server sent."""
 
 from __future__ import annotations
 
@@ -9,43 +9,15 @@ from typing import Any
 import httpx
 
 from ..answer import FinishReason
-from ..dialects import EOS, NUMBERED, NUMBERED_MAX_SOURCES
+from ..errors import InvalidArgument
 from ..generation import GenerationSettings
-from ..prompt import render_prompt
-from ..sources import Source, group_sources
 from .errors import RemoteError
 
 ANSWER_END = "<|answer_end|>"
-# What a server may leave at the end of the text: EOS as Pleias and older Llama tokenizers
-# write it. The parser stops there anyway; it is cut from ``PleiasAnswer.raw``.
-_EOS_TEXTS = (EOS, "</s>")
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """A request ready to send.
-
-    Attributes:
-        prompt: token ids (built with the model's tokenizer) or the escaped string prompt.
-        sources: the sources in the prompt, in prompt order.
-        dropped: ids of the sources left out (context budget, source limit).
-        truncated: ids of the sources cut to fit.
-        settings: the generation settings of the call.
-        prompt_tokens: the prompt's length when it is token ids.
-        query: the question (quotes copied from it are told apart from the sources').
-    """
-
-    prompt: list[int] | str
-    sources: tuple[Source, ...]
-    dropped: tuple[str, ...]
-    truncated: tuple[str, ...]
-    settings: GenerationSettings
-    prompt_tokens: int | None = None
-    query: str = ""
 
 
 @dataclass
-class Completion:
+class Reply:
     """What the server said: text, why it stopped, token counts (filled as a stream goes)."""
 
     text: str = ""
@@ -57,15 +29,15 @@ class Completion:
 def normalize_url(base_url: str) -> str:
     """``base_url`` without a trailing ``/`` or ``/completions``; ``/v1`` added to a bare host."""
     if not isinstance(base_url, str) or not base_url.strip():
-        raise ValueError(f"base_url must be the server's URL, got {base_url!r}")
+        raise InvalidArgument(f"base_url must be the server's URL, got {base_url!r}")
     url = base_url.strip().rstrip("/")
     url = url.removesuffix("/completions").rstrip("/")
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL as exc:
-        raise ValueError(f"base_url {base_url!r} is not a URL: {exc}") from exc
+        raise InvalidArgument(f"base_url {base_url!r} is not a URL: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(
+        raise InvalidArgument(
             f"base_url {base_url!r} must start with http:// or https:// and name a host, "
             "e.g. http://127.0.0.1:8000/v1"
         )
@@ -74,32 +46,19 @@ def normalize_url(base_url: str) -> str:
     return url
 
 
-def encode_string(
-    query: str,
-    sources: Sequence[Source],
-    dialect: str,
-    settings: GenerationSettings,
-    max_sources: int | None,
-) -> Prepared:
-    """The escaped string prompt (no tokenizer: no context budget, only the source limit)."""
-    groups = group_sources(sources)
-    if max_sources is None and dialect == NUMBERED:
-        max_sources = NUMBERED_MAX_SOURCES
-    limit = len(groups) if max_sources is None else max_sources
-    kept = [s for g in groups[:limit] for s in g.members]
-    prompt = render_prompt(query, kept, dialect)
-    dropped = tuple(g.id for g in groups[limit:])
-    return Prepared(prompt, tuple(kept), dropped, (), settings, query=query)
-
-
 def body(
-    model: str, prep: Prepared, extra: Mapping[str, Any], vllm: bool, *, stream: bool
+    model: str,
+    prompt: Sequence[int] | str,
+    s: GenerationSettings,
+    extra: Mapping[str, Any],
+    vllm: bool,
+    *,
+    stream: bool,
 ) -> dict[str, Any]:
     """The ``/v1/completions`` request body."""
-    s = prep.settings
     out: dict[str, Any] = {
         "model": model,
-        "prompt": prep.prompt,
+        "prompt": prompt if isinstance(prompt, str) else list(prompt),
         "max_tokens": s.max_new_tokens,
         "temperature": s.temperature,
         "stop": [ANSWER_END, *s.stop],
@@ -110,7 +69,9 @@ def body(
         out["seed"] = s.seed
     if s.min_new_tokens:
         if not vllm:
-            raise ValueError("min_new_tokens is supported on vLLM servers only (server='vllm')")
+            raise InvalidArgument(
+                "min_new_tokens is supported on vLLM servers only (server='vllm')"
+            )
         out["min_tokens"] = s.min_new_tokens
     if stream:
         out["stream"] = True
@@ -126,15 +87,6 @@ def finish_reason(reason: str | None) -> FinishReason | None:
     if reason == "length":
         return "length"
     return None
-
-
-def cut_eos(text: str) -> str:
-    """``text`` up to the first EOS a server left in it."""
-    for eos in _EOS_TEXTS:
-        at = text.find(eos)
-        if at >= 0:
-            text = text[:at]
-    return text
 
 
 def _choice(data: Any, server: str) -> Mapping[str, Any] | None:
@@ -155,7 +107,7 @@ def _choice(data: Any, server: str) -> Mapping[str, Any] | None:
     return choice
 
 
-def _usage(data: Mapping[str, Any], done: Completion) -> None:
+def _usage(data: Mapping[str, Any], done: Reply) -> None:
     usage = data.get("usage")
     if isinstance(usage, Mapping):
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -165,7 +117,7 @@ def _usage(data: Mapping[str, Any], done: Completion) -> None:
             done.completion_tokens = completion
 
 
-def completion(data: Any, server: str) -> Completion:
+def completion(data: Any, server: str) -> Reply:
     """A whole (non-streamed) answer."""
     choice = _choice(data, server)
     if choice is None:
@@ -173,12 +125,12 @@ def completion(data: Any, server: str) -> Completion:
     text = choice.get("text")
     if not isinstance(text, str):
         raise RemoteError(f"the {server} sent no text: {choice!r:.300}", server=server)
-    done = Completion(text=text, finish_reason=choice.get("finish_reason"))
+    done = Reply(text=text, finish_reason=choice.get("finish_reason"))
     _usage(data, done)
     return done
 
 
-def stream_delta(payload: Mapping[str, Any], done: Completion, server: str) -> str:
+def stream_delta(payload: Mapping[str, Any], done: Reply, server: str) -> str:
     """The text of one streamed chunk; its finish reason and usage are kept in ``done``."""
     _usage(payload, done)
     choice = _choice(payload, server)

@@ -3,10 +3,12 @@ HTTP status."""
 
 from __future__ import annotations
 
+from ..errors import PleiasError
+
 __all__ = ["RemoteConnectionError", "RemoteError", "RemoteStatusError", "RemoteTimeoutError"]
 
 
-class RemoteError(Exception):
+class RemoteError(PleiasError):
     """A request to the generation server failed.
 
     Attributes:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
 
 from pleias_rag.answer import PleiasAnswer
+from pleias_rag.backend import Backend
 from pleias_rag.generation import BatchItem, SourceLike
-from pleias_rag.parser import Event, StreamParser, parse_response
-from pleias_rag.sources import Source, make_sources
+from pleias_rag.parser import Event
+from pleias_rag.scripted import ScriptedEngine
+from pleias_rag.sources import Source
 from pleias_rag.testing import TRAINING_EXAMPLES, Example
 
 
@@ -28,70 +29,50 @@ def docs_of(ex: Example, **metadata: Any) -> list[Document]:
     ]
 
 
-class ScriptedBackend:
-    """A Backend answering with fixed raw hash outputs (no model), recording its calls.
+class ScriptedBackend(Backend):
+    """A Backend over a :class:`ScriptedEngine` answering with fixed raw hash outputs (no
+    model), recording its calls.
 
     ``script`` maps a query to its raw output (what a hash model writes after the prompt);
     other queries get ``default``.
     """
 
-    dialect = "hash"
-    model_name = "scripted-pleias"
-    context_window = 2048
-
     def __init__(self, script: dict[str, str], default: str = "") -> None:
+        super().__init__(ScriptedEngine(script, default=default))
         self.script = script
-        self.default = default
         self.calls: list[tuple[str, Any]] = []
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def _raw(self, query: str) -> str:
-        return self.script.get(query, self.default)
-
-    def _answer(
-        self, query: str, sources: Sequence[SourceLike], gen: dict[str, Any]
+    def answer(
+        self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
     ) -> PleiasAnswer:
-        raw = self._raw(query)
-        for stop in gen.get("stop", ()):
-            raw = raw.split(stop, 1)[0]
-        return parse_response(
-            raw, make_sources(sources), "hash", start="source_analysis", query=query
-        )
-
-    def answer(self, query: str, sources: Sequence[SourceLike] = (), **gen: Any) -> PleiasAnswer:
-        self.calls.append(("answer", (query, list(sources), gen)))
-        return self._answer(query, sources, gen)
+        self.calls.append(("answer", (query, list(sources or ()), gen)))
+        return super().answer(query, sources, **gen)
 
     def answer_batch(self, items: Sequence[BatchItem], **gen: Any) -> list[PleiasAnswer]:
         self.calls.append(("answer_batch", (list(items), gen)))
-        return [self._answer(q, s, gen) for q, s in items]
+        return super().answer_batch(items, **gen)
 
-    def stream(self, query: str, sources: Sequence[SourceLike] = (), **gen: Any) -> Iterator[Event]:
-        self.calls.append(("stream", (query, list(sources), gen)))
-        raw = self._raw(query)
-        parser = StreamParser(make_sources(sources), "hash", start="source_analysis", query=query)
-        for i in range(0, len(raw), 7):
-            yield from parser.feed(raw[i : i + 7])
-        yield from parser.close()
+    def stream(
+        self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
+    ) -> Generator[Event, None, None]:
+        self.calls.append(("stream", (query, list(sources or ()), gen)))
+        return super().stream(query, sources, **gen)
 
     async def aanswer(
-        self, query: str, sources: Sequence[SourceLike] = (), **gen: Any
+        self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
     ) -> PleiasAnswer:
-        await asyncio.sleep(0)
-        return self.answer(query, sources, **gen)
+        self.calls.append(("answer", (query, list(sources or ()), gen)))
+        return await super().aanswer(query, sources, **gen)
 
     async def aanswer_batch(self, items: Sequence[BatchItem], **gen: Any) -> list[PleiasAnswer]:
-        await asyncio.sleep(0)
-        return self.answer_batch(items, **gen)
+        self.calls.append(("answer_batch", (list(items), gen)))
+        return await super().aanswer_batch(items, **gen)
 
-    async def astream(
-        self, query: str, sources: Sequence[SourceLike] = (), **gen: Any
-    ) -> AsyncIterator[Event]:
-        for event in self.stream(query, sources, **gen):
-            await asyncio.sleep(0)
-            yield event
+    def astream(
+        self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
+    ) -> AsyncGenerator[Event, None]:
+        self.calls.append(("stream", (query, list(sources or ()), gen)))
+        return super().astream(query, sources, **gen)
 
 
 def hash_output(analysis: str, answer: str) -> str:

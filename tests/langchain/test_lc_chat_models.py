@@ -261,7 +261,7 @@ def test_bad_settings_are_rejected() -> None:
         ChatPleias(model=" ")
     with pytest.raises(ValidationError, match="unknown dialect"):
         ChatPleias(model="m", dialect="chatml")
-    with pytest.raises(ValidationError, match="Backend interface"):
+    with pytest.raises(ValidationError, match="a pleias_rag Backend"):
         ChatPleias(model=object())
     assert ChatPleias(model="m", max_new_tokens=7).max_tokens == 7
 

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import math
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from typing import Any
 
 import pytest_socket
 from llama_index.core.embeddings import BaseEmbedding
 
-from pleias_rag import Event, PleiasAnswer, Source, StreamParser, make_sources
+from pleias_rag import Event, PleiasAnswer, Source, make_sources
+from pleias_rag.backend import Backend
+from pleias_rag.scripted import Script, ScriptedEngine
 
 #: Enough for every tiny training example (the longest output is about 100 tokens).
 MAX_NEW_TOKENS = 128
@@ -29,70 +30,42 @@ def network_blocked() -> Iterator[None]:
         pytest_socket.enable_socket()
 
 
-Script = Callable[[str, Sequence[Source]], str]
-
-
-class ScriptedBackend:
-    """A pleias_rag Backend whose "model" writes a scripted raw output (hash dialect).
+class ScriptedBackend(Backend):
+    """A pleias_rag Backend over a :class:`ScriptedEngine` whose "model" writes a scripted
+    raw output (hash dialect).
 
     ``script(query, sources)`` returns what the model generates after the prompt. Every call is
     recorded in ``calls`` as ``(method, query, sources, gen)``.
     """
 
     def __init__(self, script: Script, *, chunk: int = 7, dialect: str = "hash") -> None:
+        super().__init__(ScriptedEngine(script, chunk=chunk, dialect=dialect))
         self.script = script
-        self.chunk = chunk
-        self._dialect = dialect
         self.calls: list[tuple[str, str, list[Source], dict[str, Any]]] = []
 
-    @property
-    def dialect(self) -> str:
-        return self._dialect
+    def _record(self, method: str, query: str, sources: Any, gen: dict[str, Any]) -> None:
+        self.calls.append((method, query, make_sources(sources or ()), dict(gen)))
 
-    @property
-    def model_name(self) -> str:
-        return "scripted-pleias"
+    def answer(self, query: str, sources: Any = (), **gen: Any) -> PleiasAnswer:
+        self._record("answer", query, sources, gen)
+        return super().answer(query, sources, **gen)
 
-    @property
-    def context_window(self) -> int:
-        return 2048
+    def stream(self, query: str, sources: Any = (), **gen: Any) -> Generator[Event, None, None]:
+        self._record("stream", query, sources, gen)
+        return super().stream(query, sources, **gen)
 
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def _events(self, method: str, query: str, sources: Sequence[Any], gen: dict[str, Any]):
-        srcs = make_sources(sources)
-        self.calls.append((method, query, srcs, dict(gen)))
-        raw = self.script(query, srcs)
-        start = "source_analysis" if self._dialect == "hash" else "language"
-        parser = StreamParser(srcs, self._dialect, start=start, query=query)
-        for i in range(0, len(raw), self.chunk):
-            yield from parser.feed(raw[i : i + self.chunk])
-        yield from parser.close()
-
-    def answer(self, query: str, sources: Sequence[Any] = (), **gen: Any) -> PleiasAnswer:
-        *_, last = self._events("answer", query, sources, gen)
-        return last.answer  # type: ignore[union-attr]
-
-    def stream(self, query: str, sources: Sequence[Any] = (), **gen: Any) -> Iterator[Event]:
-        return self._events("stream", query, sources, gen)
-
-    def answer_batch(self, items: Sequence[tuple[str, Sequence[Any]]], **gen: Any):
+    def answer_batch(self, items: Sequence[Any], **gen: Any) -> list[PleiasAnswer]:
         return [self.answer(q, s, **gen) for q, s in items]
 
-    async def aanswer(self, query: str, sources: Sequence[Any] = (), **gen: Any) -> PleiasAnswer:
-        await asyncio.sleep(0)
-        *_, last = self._events("aanswer", query, sources, gen)
-        return last.answer  # type: ignore[union-attr]
+    async def aanswer(self, query: str, sources: Any = (), **gen: Any) -> PleiasAnswer:
+        self._record("aanswer", query, sources, gen)
+        return await super().aanswer(query, sources, **gen)
 
-    async def astream(
-        self, query: str, sources: Sequence[Any] = (), **gen: Any
-    ) -> AsyncIterator[Event]:
-        for event in self._events("astream", query, sources, gen):
-            await asyncio.sleep(0)
-            yield event
+    def astream(self, query: str, sources: Any = (), **gen: Any) -> AsyncGenerator[Event, None]:
+        self._record("astream", query, sources, gen)
+        return super().astream(query, sources, **gen)
 
-    async def aanswer_batch(self, items: Sequence[tuple[str, Sequence[Any]]], **gen: Any):
+    async def aanswer_batch(self, items: Sequence[Any], **gen: Any) -> list[PleiasAnswer]:
         return [await self.aanswer(q, s, **gen) for q, s in items]
 
 

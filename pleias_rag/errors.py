@@ -1,0 +1,43 @@
+"""The exceptions of pleias-rag: one root, so ``except PleiasError`` catches them all.
+
+Bad arguments raise :class:`InvalidArgument` (a ``ValueError``) or :class:`InvalidType` (a
+``TypeError``), so code that catches the built-in types keeps working. The remote errors
+(:mod:`pleias_rag.remote`) derive from :class:`PleiasError` too.
+"""
+
+from __future__ import annotations
+
+__all__ = ["InvalidArgument", "InvalidType", "PleiasError", "PromptTooLong"]
+
+
+class PleiasError(Exception):
+    """The root of every error this package raises on purpose."""
+
+
+class InvalidArgument(PleiasError, ValueError):
+    """An argument has a bad value; the message says which and how to fix it."""
+
+
+class InvalidType(PleiasError, TypeError):
+    """An argument has the wrong type; the message says what to give instead."""
+
+
+class PromptTooLong(InvalidArgument):
+    """The query and ``max_new_tokens`` do not fit the model's context window, even with no
+    source: shorten the query or lower ``max_new_tokens``.
+
+    Attributes:
+        prompt_tokens: the tokens the prompt needs without any source.
+        max_new_tokens: the tokens asked for the answer.
+        context_window: the model's context window.
+    """
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, context_window: int) -> None:
+        super().__init__(
+            f"the query needs {prompt_tokens} prompt tokens and max_new_tokens={max_new_tokens} "
+            f"more, over the model's context window of {context_window} tokens: "
+            "shorten the query or lower max_new_tokens"
+        )
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = max_new_tokens
+        self.context_window = context_window

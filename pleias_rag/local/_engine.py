@@ -1,0 +1,137 @@
+"""The local engine: prompts go to the shared generation thread of the weights, text comes
+back through a sink (a queue read by a thread, or by an asyncio task)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Generator, Sequence
+
+from ..dialects import Dialect
+from ..engine import Completion, Engine, StreamItem
+from ..generation import GenerationSettings
+from ..tokens import EncodedPrompt, TokenCodec
+from ._args import request_seed
+from ._resources import Resources
+from ._streaming import Item, LoopSink, Output, Request, Sink, ThreadSink
+
+
+class LocalEngine(Engine):
+    """Generation with transformers in this process (see :class:`~pleias_rag.PleiasModel`)."""
+
+    def __init__(self, res: Resources, *, max_batch_size: int, batch_window: float) -> None:
+        self.res = res
+        self._max_batch_size = max_batch_size
+        self._batch_window = batch_window
+
+    def __repr__(self) -> str:
+        return f"LocalEngine({self.res.name!r})"
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.res.bundle().dialect
+
+    @property
+    def model_name(self) -> str:
+        return self.res.name
+
+    @property
+    def context_window(self) -> int:
+        return self.res.bundle().context_window
+
+    @property
+    def codec(self) -> TokenCodec:
+        return self.res.bundle().codec
+
+    def _request(
+        self, prompt: EncodedPrompt, settings: GenerationSettings, sink: Sink, *, stream: bool
+    ) -> Request:
+        bundle = self.res.bundle()
+        return Request(
+            ids=prompt.ids,
+            settings=settings,
+            sink=sink,
+            codec=bundle.codec,
+            stop_ids=bundle.stop_ids,
+            pad_id=bundle.pad_id,
+            stream=stream,
+            max_batch_size=self._max_batch_size,
+            batch_window=self._batch_window,
+            seed=request_seed(settings),
+        )
+
+    # -- sync --------------------------------------------------------------------------
+
+    def stream(
+        self, prompt: EncodedPrompt, settings: GenerationSettings
+    ) -> Generator[StreamItem, None, None]:
+        worker = self.res.worker()
+        sink = ThreadSink()
+        req = self._request(prompt, settings, sink, stream=True)
+        worker.submit([req])
+        try:
+            while not isinstance(item := _item(sink.get()), Completion):
+                yield item
+            yield item
+        finally:
+            req.cancel()  # a no-op once finished; stops the row when the consumer left
+
+    def complete(
+        self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
+    ) -> list[Completion]:
+        worker = self.res.worker()
+        sinks = [ThreadSink() for _ in prompts]
+        reqs = [
+            self._request(p, settings, s, stream=False) for p, s in zip(prompts, sinks, strict=True)
+        ]
+        worker.submit(reqs)  # together: one padded batch
+        try:
+            return [_done(s.get()) for s in sinks]
+        finally:
+            for req in reqs:
+                req.cancel()
+
+    # -- async -------------------------------------------------------------------------
+
+    async def astream(
+        self, prompt: EncodedPrompt, settings: GenerationSettings
+    ) -> AsyncGenerator[StreamItem, None]:
+        worker = await asyncio.to_thread(self.res.worker)  # loading the weights: off the loop
+        sink = LoopSink(asyncio.get_running_loop())
+        req = self._request(prompt, settings, sink, stream=True)
+        worker.submit([req])
+        try:
+            while not isinstance(item := _item(await sink.get()), Completion):
+                yield item
+            yield item
+        finally:
+            req.cancel()
+
+    async def acomplete(
+        self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
+    ) -> list[Completion]:
+        worker = await asyncio.to_thread(self.res.worker)
+        loop = asyncio.get_running_loop()
+        sinks = [LoopSink(loop) for _ in prompts]
+        reqs = [
+            self._request(p, settings, s, stream=False) for p, s in zip(prompts, sinks, strict=True)
+        ]
+        worker.submit(reqs)
+        try:
+            return [_done(await s.get()) for s in sinks]
+        finally:
+            for req in reqs:
+                req.cancel()
+
+
+def _item(item: Item) -> StreamItem:
+    """A text chunk, or the Completion of a finished row; a worker's exception raises."""
+    return item if isinstance(item, str) else _done(item)
+
+
+def _done(item: Item) -> Completion:
+    if isinstance(item, BaseException):
+        raise item
+    assert isinstance(item, Output)
+    return Completion(
+        item.text, finish_reason=item.finish_reason, completion_tokens=item.completion_tokens
+    )
