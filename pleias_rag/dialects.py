@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Container
 from typing import Final, Literal
 
+from .errors import InvalidArgument
+
 Dialect = Literal["hash", "numbered"]
 OutputDialect = Literal["hash", "numbered", "markdown"]
 
@@ -78,7 +80,7 @@ def check_dialect(dialect: str) -> Dialect:
         return "hash"
     if dialect == NUMBERED:
         return "numbered"
-    raise ValueError(
+    raise InvalidArgument(
         f"unknown dialect {dialect!r}: use 'hash' (Pleias-Pico / Pleias-Nano 0.1) "
         "or 'numbered' (Pleias-RAG-350M / Pleias-RAG-1B)"
     )
@@ -95,7 +97,7 @@ def detect_dialect(vocab: Container[str], name: str) -> Dialect:
         return NUMBERED
     if "<|source_analysis_start|>" in vocab and "<|answer_start|>" in vocab:
         return HASH
-    raise ValueError(
+    raise InvalidArgument(
         f"cannot tell the dialect of {name!r}: its tokenizer has none of the Pleias markers "
         "(<|source_id|>, <|source_analysis_start|>...). Is it a Pleias RAG model? If it is, "
         "pass dialect='hash' (Pleias-Pico/Nano 0.1) or dialect='numbered' (Pleias-RAG-350M/1B)"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .dialects import HASH, NUMBERED, check_dialect
+from .errors import InvalidArgument
 from .sources import Source, SourceGroup, group_sources
 
 ZWSP = "\u200b"
@@ -43,9 +44,9 @@ def escape_text(text: str) -> str:
 
 def _check_query(query: object) -> str:
     if not isinstance(query, str):
-        raise ValueError(f"query must be a str, got {type(query).__name__}")
+        raise InvalidArgument(f"query must be a str, got {type(query).__name__}")
     if not query.strip():
-        raise ValueError("query is empty: ask a question")
+        raise InvalidArgument("query is empty: ask a question")
     return query
 
 
@@ -89,7 +90,7 @@ def prompt_segments(
 
 def _as_groups(sources: Sequence[Source] | Sequence[SourceGroup]) -> list[SourceGroup]:
     if isinstance(sources, (str, bytes)):
-        raise ValueError("sources must be a sequence of Source objects, not a single string")
+        raise InvalidArgument("sources must be a sequence of Source objects, not a single string")
     if all(isinstance(s, SourceGroup) for s in sources):
         return list(sources)  # type: ignore[arg-type]  # checked just above
     return group_sources(sources)  # type: ignore[arg-type]  # group_sources checks each item

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from .errors import InvalidArgument, InvalidType
+
 IdFunction = Callable[[str], str]
 
 
 def source_id(text: str) -> str:
     """The id Pleias's own application gives a source: the first 16 hex digits of its MD5."""
     if not isinstance(text, str):
-        raise TypeError(f"source text must be a str, got {type(text).__name__}")
+        raise InvalidType(f"source text must be a str, got {type(text).__name__}")
     return hashlib.md5(text.encode("utf-8")).hexdigest()[:16]
 
 
@@ -37,13 +39,15 @@ class Source:
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str):
-            raise ValueError(f"Source.text must be a str, got {type(self.text).__name__}")
+            raise InvalidArgument(f"Source.text must be a str, got {type(self.text).__name__}")
         if not self.text.strip():
-            raise ValueError("Source.text is empty: give every source some text, or leave it out")
+            raise InvalidArgument(
+                "Source.text is empty: give every source some text, or leave it out"
+            )
         if not self.id:
             object.__setattr__(self, "id", source_id(self.text))
         elif not isinstance(self.id, str):
-            raise ValueError(f"Source.id must be a str, got {type(self.id).__name__}")
+            raise InvalidArgument(f"Source.id must be a str, got {type(self.id).__name__}")
 
     @property
     def title(self) -> str | None:
@@ -74,13 +78,13 @@ def make_sources(
             out.append(item)
         elif isinstance(item, str):
             if not item.strip():
-                raise ValueError(
+                raise InvalidArgument(
                     f"source {i} is empty: give every source some text, or leave it out"
                 )
             sid = (id_function or source_id)(item)
             out.append(Source(text=item, id=sid))
         else:
-            raise ValueError(
+            raise InvalidArgument(
                 f"source {i} is a {type(item).__name__}; give a str or a pleias_rag.Source"
             )
     return out
@@ -108,12 +112,12 @@ def group_sources(sources: Sequence[Source]) -> list[SourceGroup]:
     groups: dict[str, list[Source]] = {}
     for i, src in enumerate(sources):
         if not isinstance(src, Source):
-            raise ValueError(
+            raise InvalidArgument(
                 f"source {i} is a {type(src).__name__}; give pleias_rag.Source objects"
             )
         members = groups.setdefault(src.id, [])
         if members and members[0].text != src.text:
-            raise ValueError(
+            raise InvalidArgument(
                 f"sources {members[0].id!r} have the same id but different texts; ids must be "
                 "unique per text (leave id empty to use the text's hash)"
             )

@@ -35,6 +35,7 @@ from .dialects import (
     check_dialect,
     special_tokens,
 )
+from .errors import InvalidArgument
 from .prompt import render_prompt
 from .sources import Source, source_id
 
@@ -134,7 +135,7 @@ def build_tokenizer(
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     bpe_size = vocab_size - len(specials)
     if bpe_size < len(BASE_TOKENS) + len(alphabet):
-        raise ValueError(
+        raise InvalidArgument(
             f"vocab_size {vocab_size} is too small: need at least "
             f"{len(BASE_TOKENS) + len(alphabet) + len(specials)} for the {dialect} dialect"
         )
@@ -340,7 +341,7 @@ def build_random_model(
         tokenizer = build_tokenizer(dialect, vocab_size=size)
     cfg = _model_config(dialect, len(tokenizer), config)
     if cfg["vocab_size"] < len(tokenizer):
-        raise ValueError(
+        raise InvalidArgument(
             f"config vocab_size {cfg['vocab_size']} is smaller than "
             f"the tokenizer ({len(tokenizer)})"
         )
@@ -668,7 +669,7 @@ def build_trained_model(
     dialect = check_dialect(dialect)
     examples = list(TRAINING_EXAMPLES[dialect] if examples is None else examples)
     if not examples:
-        raise ValueError("no examples to train on")
+        raise InvalidArgument("no examples to train on")
     started = time.perf_counter()
     tokenizer = build_tokenizer(dialect, corpus=_all_texts(examples), vocab_size=_TRAINED_VOCAB)
     cfg = _model_config(dialect, len(tokenizer), _TRAINED_CONFIG)

@@ -291,25 +291,25 @@ class PromptEncoder:
         self.dialect = check_dialect(dialect)
         self.codec = tokenizer if isinstance(tokenizer, TokenCodec) else TokenCodec(tokenizer)
         if isinstance(context_window, bool) or not isinstance(context_window, int):
-            raise ValueError(f"context_window must be an int, got {context_window!r}")
+            raise InvalidArgument(f"context_window must be an int, got {context_window!r}")
         if context_window < 2:
-            raise ValueError(f"context_window must be >= 2, got {context_window}")
+            raise InvalidArgument(f"context_window must be >= 2, got {context_window}")
         self.context_window = context_window
         if max_sources is None and self.dialect == NUMBERED:
             max_sources = NUMBERED_MAX_SOURCES
         if max_sources is not None and (
             isinstance(max_sources, bool) or not isinstance(max_sources, int) or max_sources < 0
         ):
-            raise ValueError(f"max_sources must be an int >= 0 or None, got {max_sources!r}")
+            raise InvalidArgument(f"max_sources must be an int >= 0 or None, got {max_sources!r}")
         self.max_sources = max_sources
         if isinstance(min_source_tokens, bool) or not isinstance(min_source_tokens, int):
-            raise ValueError(f"min_source_tokens must be an int, got {min_source_tokens!r}")
+            raise InvalidArgument(f"min_source_tokens must be an int, got {min_source_tokens!r}")
         self.min_source_tokens = max(1, min_source_tokens)
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes inside a prompt."""
         if not isinstance(text, str):
-            raise ValueError(f"count_tokens takes a str, got {type(text).__name__}")
+            raise InvalidArgument(f"count_tokens takes a str, got {type(text).__name__}")
         return len(self.codec.encode(text)) if text else 0
 
     def encode(
@@ -323,7 +323,7 @@ class PromptEncoder:
             InvalidArgument: a bad query or source.
         """
         if isinstance(sources, (str, bytes)):
-            raise ValueError("sources must be a list of texts or Source objects, not one str")
+            raise InvalidArgument("sources must be a list of texts or Source objects, not one str")
         groups = group_sources(make_sources(sources))
         limit = len(groups) if self.max_sources is None else self.max_sources
         over = groups[limit:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import InvalidArgument
 from ..sources import Source
 
 
@@ -14,7 +15,7 @@ class BM25Index:
         import bm25s
 
         if not sources:
-            raise ValueError("nothing to index: give at least one source")
+            raise InvalidArgument("nothing to index: give at least one source")
         self.sources = list(sources)
         self._bm25s = bm25s
         self._index = bm25s.BM25()

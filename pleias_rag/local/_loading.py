@@ -25,6 +25,7 @@ from ..dialects import (
     detect_dialect,
     special_tokens,
 )
+from ..errors import InvalidArgument
 from ..tokens import TokenCodec
 
 T = TypeVar("T")
@@ -86,11 +87,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(
+        raise InvalidArgument(
             f"device {device!r} is not a torch device: use 'cpu', 'cuda', 'cuda:1'..."
         ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available: use 'cpu'")
+        raise InvalidArgument(f"device {device!r} asked for, but CUDA is not available: use 'cpu'")
     return dev
 
 
@@ -138,7 +139,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
             return dtype
     elif isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in _DTYPES:
         return _DTYPES[dtype.lower().removeprefix("torch.")]
-    raise ValueError(
+    raise InvalidArgument(
         f"dtype {dtype!r} is not supported: use 'auto', 'bfloat16', 'float16' or 'float32'"
     )
 
@@ -179,14 +180,14 @@ def load_tokenizer(
         chosen = check_dialect(dialect)
         missing = [t for t in special_tokens(chosen) if t not in vocab]
         if missing:
-            raise ValueError(
+            raise InvalidArgument(
                 f"dialect {chosen!r} needs the markers {missing}, which the tokenizer of "
                 f"{name!r} lacks: leave dialect=None to detect it, or use a Pleias model"
             )
     # Early Pleias tokenizer configs set neither eos nor pad.
     eos_id = _token_id(tokenizer.eos_token_id, vocab.get(EOS), _first(config.eos_token_id))
     if eos_id is None:
-        raise ValueError(f"the tokenizer of {name!r} has no end-of-text token ({EOS})")
+        raise InvalidArgument(f"the tokenizer of {name!r} has no end-of-text token ({EOS})")
     if tokenizer.eos_token_id is None:
         tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos_id)
     pad_id = _token_id(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dialects import Dialect, check_dialect, detect_dialect, special_tokens
+from ..errors import InvalidArgument
 from ..tokens import TokenCodec
 
 # A tokenizer's model_max_length above this is transformers' "no limit" placeholder.
@@ -45,7 +46,7 @@ def load_tokenizer(spec: Any, dialect: str | None) -> LoadedTokenizer:
     elif hasattr(spec, "get_vocab") and hasattr(spec, "added_tokens_decoder"):
         name, tokenizer = type(spec).__name__, spec
     else:
-        raise ValueError(
+        raise InvalidArgument(
             "tokenizer must be a folder, a hub id or a Hugging Face tokenizer, "
             f"got {type(spec).__name__}"
         )
@@ -56,7 +57,7 @@ def load_tokenizer(spec: Any, dialect: str | None) -> LoadedTokenizer:
         chosen = check_dialect(dialect)
         missing = [t for t in special_tokens(chosen) if t not in vocab]
         if missing:
-            raise ValueError(
+            raise InvalidArgument(
                 f"dialect {chosen!r} needs the markers {missing}, which the tokenizer {name!r} "
                 "lacks: leave dialect=None to detect it, or give the model's own tokenizer"
             )
