@@ -209,3 +209,23 @@ def test_remote_string_prompts_count_tokens_with_the_server() -> None:
         assert count == len(words)  # the fake server counts words
         with pytest.raises(InvalidArgument, match="tokenizer="):
             chat.get_token_ids("hello")
+
+
+def test_the_serving_doc_engine_works_with_class_attributes() -> None:
+    """docs/serving.md writes an engine with class attributes for the properties."""
+
+    class MyEngine(Engine):
+        dialect = "numbered"  # type: ignore[assignment]
+        model_name = "my-pleias"  # type: ignore[assignment]
+        context_window = 4096  # type: ignore[assignment]
+
+        def stream(
+            self, prompt: EncodedPrompt, settings: GenerationSettings
+        ) -> Generator[StreamItem, None, None]:
+            assert isinstance(prompt.prompt, str) and "<|source_id|>1" in prompt.prompt
+            text = "en<|language_end|>\n<|answer_start|>It opened in 1889.<|answer_end|>"
+            yield text
+            yield Completion(text)
+
+    answer = Backend(MyEngine()).answer("When?", [EIFFEL])
+    assert answer.answer == "It opened in 1889." and answer.dialect == "numbered"
