@@ -215,9 +215,9 @@ def test_the_serving_doc_engine_works_with_class_attributes() -> None:
     """docs/serving.md writes an engine with class attributes for the properties."""
 
     class MyEngine(Engine):
-        dialect = "numbered"  # type: ignore[assignment]
-        model_name = "my-pleias"  # type: ignore[assignment]
-        context_window = 4096  # type: ignore[assignment]
+        dialect = "numbered"
+        model_name = "my-pleias"
+        context_window = 4096
 
         def stream(
             self, prompt: EncodedPrompt, settings: GenerationSettings
