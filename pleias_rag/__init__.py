@@ -24,12 +24,13 @@ from .sources import Source, SourceGroup, group_sources, make_sources, source_id
 from .verify import QuoteMatch, locate_quote
 
 if TYPE_CHECKING:
-    from .generation import Backend, GenerationSettings
+    from .backend import Backend
+    from .generation import GenerationSettings
     from .local import PleiasModel
 
 # Imported on first access, so `import pleias_rag` does not import torch.
 _LAZY = {
-    "Backend": "pleias_rag.generation",
+    "Backend": "pleias_rag.backend",
     "GenerationSettings": "pleias_rag.generation",
     "PleiasModel": "pleias_rag.local",
 }

@@ -12,23 +12,22 @@ import asyncio
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
+from ._answer_builder import FINAL_PUNCT, AnswerBuilder, Output
+from ._answer_builder import normalize_source_id as normalize_source_id
+from ._answer_builder import strip_quote as strip_quote
 from .answer import Citation, FinishReason, PleiasAnswer
 from .citing import Resolver
 from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
 from .lexer import Lexer, Token
-from .sources import Source, SourceGroup
+from .sources import Source
 
 SECTIONS = frozenset(NUMBERED_SECTIONS)
 _NUMBERED_EVIDENCE = SECTIONS - {"source_analysis", "answer"} | {"source_id"}
 _OUTPUT_DIALECTS = (HASH, NUMBERED, MARKDOWN)
-_ID_JUNK = re.compile(r"<\|source_id(?:_start|_end)?\|>|\*\*|^[\s\"'“”«»]+|[\s\"'“”«»]+$")
-_QUOTE_PAIRS = {'"': '"', "“": "”", "«": "»", "„": "“", "'": "'"}
-_FINAL_PUNCT = ".!?…。！？"
 _TRAILING_CLOSERS = re.compile(r"(?:\[\d+\]|[\s\"'”’»)\]*_])+$")
-# Where a bare quote may end: before a space, or before punctuation that ends a word.
-_CUT = re.compile(r"\s+|[^\w\s]+(?=\s|$)")
 _MENTION = re.compile(
     r"<\|source_id\|>\s*(?P<num>[0-9]+)"
     r"|<ref\s+name\s*=\s*(?P<ref>(?:<\|[A-Za-z_]+\|>|[^<>])*?)\s*>"
@@ -74,167 +73,104 @@ class Finished:
 Event = SectionStarted | SectionEnded | AnswerDelta | CitationCompleted | Finished
 
 
-# --- helpers ------------------------------------------------------------------------------
-
-
-def normalize_source_id(name: str) -> str:
-    """The id a ref or analysis names: ``**``, quotes, spaces and ``<|source_id|>`` removed."""
-    prev = None
-    while prev != name:
-        prev, name = name, _ID_JUNK.sub("", name)
-    return name
-
-
-def strip_quote(text: str) -> str:
-    """A ref's quote without surrounding space and wrapping quote marks (CSV-doubled too)."""
-    text = text.strip()
-    while len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
-        text = text[1:-1].strip()
-    return text
-
-
-class _AnswerBuilder:
-    """Turns answer-section tokens into clean text with ``[n]`` markers and citations."""
-
-    def __init__(self, parser: StreamParser) -> None:
-        self._parser = parser
-        self.parts: list[str] = []
-        self.length = 0
-        self.started = False
-        self.pending_ws = ""
-        self.ref_name: str | None = None
-        self.quote_parts: list[str] = []
-        self.numbers: dict[str, int] = {}
-        self.last_marker: tuple[int, int, int] | None = None
-        self.citations: list[Citation] = []
-
-    def _emit(self, text: str, events: list[Event]) -> None:
-        self.parts.append(text)
-        self.length += len(text)
-        events.append(AnswerDelta(text))
-
-    def token(self, tok: Token, events: list[Event]) -> None:
-        if tok.kind == "ref_open":
-            if self.ref_name is not None:
-                self.finish_ref(events, unclosed=True)
-            self.ref_name = tok.value
-            self.quote_parts = []
-        elif tok.kind == "ref_close":
-            if self.ref_name is not None:
-                self.finish_ref(events)
-        elif self.ref_name is not None:
-            self.quote_parts.append(tok.raw)
-        elif tok.kind == "text":
-            self.text(tok.raw, events)
-
-    def text(self, text: str, events: list[Event]) -> None:
-        if not self.started:
-            text = text.lstrip()
-            if not text:
-                return
-            self.started = True
-        core = text.rstrip()
-        if core:
-            self._emit(self.pending_ws + core, events)
-            self.pending_ws = text[len(core) :]
-            self.last_marker = None
-        else:
-            self.pending_ws += text
-
-    def finish_ref(
-        self, events: list[Event], *, unclosed: bool = False, truncated: bool = False
-    ) -> None:
-        """End the open ref: at its ``</ref>``, or, ``unclosed``, where the quote ends
-        when the output went on without one (the rest is answer text again), or
-        ``truncated`` by the end of the output."""
-        assert self.ref_name is not None
-        p = self._parser
-        sid = normalize_source_id(self.ref_name)
-        numbered = p.dialect == NUMBERED
-        group = p._resolver.resolve(sid, numbered=numbered)
-        content, rest = "".join(self.quote_parts), ""
-        if unclosed:
-            content, rest = _split_unclosed(content, p._resolver, group)
-        quote = strip_quote(content)
-        if truncated and quote[:1] in _QUOTE_PAIRS:
-            quote = quote[1:].lstrip()  # its closing quote was cut off
-        self.ref_name, self.quote_parts = None, []
-        key = group.id if group is not None else "\0" + sid
-        number = self.numbers.setdefault(key, len(self.numbers) + 1)
-        if self.last_marker is not None and self.last_marker[0] == number:
-            start, end = self.last_marker[1:]
-        else:
-            self.started = True
-            start = self.length + len(self.pending_ws)
-            marker = f"[{number}]"
-            self._emit(self.pending_ws + marker, events)
-            self.pending_ws = ""
-            end = start + len(marker)
-            self.last_marker = (number, start, end)
-        v = p._resolver.check(quote, group, open_end=truncated)
-        citation = Citation(
-            number=number,
-            source_id=sid,
-            quote=quote,
-            start=start,
-            end=end,
-            sources=group.members if group is not None else (),
-            source_start=v.match.start,
-            source_end=v.match.end,
-            spans=v.match.spans,
-            match=v.match.kind,
-            score=v.match.score,
-            status=v.status,
-            found_in=v.found_in,
-            found_start=v.found.start,
-            found_end=v.found.end,
-            matched_text=v.matched_text,
-            changes=v.match.changes,
-            note=v.note,
-            truncated=truncated,
-        )
-        self.citations.append(citation)
-        events.append(CitationCompleted(citation))
-        if rest.strip():
-            self.text(rest, events)
-
-
-def _split_unclosed(content: str, resolver: Resolver, group: SourceGroup | None) -> tuple[str, str]:
-    """Where the quote of a ref with no ``</ref>`` ends, and the answer text after it.
-
-    A wrapped quote ends at its closing quote mark; a bare one at the longest run of whole
-    words that the cited source holds. Without either, all of it is the quote.
-    """
-    body = content.lstrip()
-    lead = len(content) - len(body)
-    closer = _QUOTE_PAIRS.get(body[:1])
-    if closer is not None:
-        for m in re.finditer(re.escape(closer), body[1:]):
-            k = m.end() + 1
-            if k >= len(body) or not body[k].isalnum():
-                return content[: lead + k], content[lead + k :]
-        return content, ""
-    if group is None:
-        return content, ""
-    cuts = sorted({m.start() for m in _CUT.finditer(body)} - {0} | {len(body)})
-    source = resolver.text(group)
-    lo, hi, best = 0, len(cuts) - 1, -1
-    while lo <= hi:  # found prefixes are nested: the longest one by bisection
-        mid = (lo + hi) // 2
-        if source.find_close(body[: cuts[mid]]).found:
-            best, lo = mid, mid + 1
-        else:
-            hi = mid - 1
-    if best < 0 or cuts[best] == len(body):
-        return content, ""
-    end = cuts[best]
-    # A full stop after the quote ends the answer's sentence too: it stays in the answer.
-    while end > 0 and body[end - 1] in _FINAL_PUNCT + ",;:":
-        end -= 1
-    return content[: lead + end], content[lead + end :]
-
-
 # --- the state machine --------------------------------------------------------------------
+#
+# Theory of operation (the way h11 does it). The lexer cuts the text into tokens. Each token
+# is read as a symbol (:class:`_Symbol`: what it means where the parser stands: the end of
+# the open section, the end of another one...) and ``_TRANSITIONS`` maps (phase, symbol) to
+# an action and the next phase. The end of the output is a symbol too: EOF, or STOP when the
+# backend says the model stopped (as ``<|end_of_text|>`` would have).
+#
+#   BEGIN            nothing fed yet; the first feed() goes to IN_SECTION(start) when the
+#                    caller named the start section, else to LEAD.
+#   LEAD             text before the first structural token, held: only that token says
+#                    whose it is (``<|answer_end|>``: the answer's, ``<|answer_start|>``: the
+#                    analysis's). With none at all, the end of output makes it the answer.
+#   IN_SECTION(s)    inside section ``s``: its text is kept, the answer's built.
+#   BETWEEN          no section open: text is dropped.
+#   IN_LATE_SECTION(s), AFTER_ANALYSIS: the same two once ``<|source_analysis_end|>`` was
+#                    read; from then on text that is not blank outside any section opens the
+#                    answer (a hash output whose ``<|answer_start|>`` was lost).
+#   DONE             the model stopped (``<|end_of_text|>``, ``<|answer_end|>``, ``</s>`` or
+#                    ``#END#`` in markdown): what follows is not its answer, and is ignored.
+#
+# A pair missing from the table is a token out of place (the end of a section that is not
+# open, the start of the one that is, text between sections): it changes nothing, as it
+# never did. DONE has no transitions at all. Actions in ``_AGAIN`` read the same input once
+# more in the new phase (the held lead is replayed, then the token that placed it is read).
+
+
+class _Phase(Enum):
+    BEGIN = "begin"
+    LEAD = "lead"
+    IN_SECTION = "in_section"
+    BETWEEN = "between"
+    IN_LATE_SECTION = "in_late_section"
+    AFTER_ANALYSIS = "after_analysis"
+    DONE = "done"
+
+
+class _Symbol(Enum):
+    BEGIN = "begin"  # the first feed, no start section given
+    BEGIN_IN = "begin_in"  # the first feed, start section given
+    TEXT = "text"  # text, refs, markers that are not structural
+    BLANK = "blank"  # whitespace only
+    OPEN = "open"  # a section's start marker or markdown heading
+    REOPEN = "reopen"  # the start marker of the open section
+    END = "end"  # the end marker of the open section
+    END_ANALYSIS = "end_analysis"  # ... when it is the source analysis
+    END_ANSWER = "end_answer"  # ... when it is the answer
+    STRAY_END = "stray_end"  # the end marker of a section not open
+    STOP = "stop"  # end of text: <|end_of_text|>, </s>, #END#, or close("stop")
+    EOF = "eof"  # close() otherwise
+    LEAD_OWNED = "lead_owned"  # in LEAD, a structural token that says whose the lead is
+    LEAD_ORPHAN = "lead_orphan"  # ... one that does not, or a lead that is blank
+
+
+class _Action(Enum):
+    NONE = "none"
+    HOLD = "hold"  # keep the token in the lead
+    REPLAY = "replay"  # enter the lead's section, read the lead into it
+    DROP_LEAD = "drop_lead"
+    ENTER = "enter"
+    SWITCH = "switch"  # leave the open section, enter another
+    KEEP = "keep"  # the token is the open section's text
+    LEAVE = "leave"  # an open ref in the answer is unclosed
+    TRUNCATE = "truncate"  # leave at the end of output: an open ref was cut off
+    OPEN_ANSWER = "open_answer"
+
+
+_P, _S, _A = _Phase, _Symbol, _Action
+_TRANSITIONS: dict[tuple[_Phase, _Symbol], tuple[_Action, _Phase]] = {
+    (_P.BEGIN, _S.BEGIN): (_A.NONE, _P.LEAD),
+    (_P.BEGIN, _S.BEGIN_IN): (_A.ENTER, _P.IN_SECTION),
+    (_P.LEAD, _S.TEXT): (_A.HOLD, _P.LEAD),
+    (_P.LEAD, _S.BLANK): (_A.HOLD, _P.LEAD),
+    (_P.LEAD, _S.LEAD_OWNED): (_A.REPLAY, _P.IN_SECTION),
+    (_P.LEAD, _S.LEAD_ORPHAN): (_A.DROP_LEAD, _P.BETWEEN),
+    (_P.IN_SECTION, _S.TEXT): (_A.KEEP, _P.IN_SECTION),
+    (_P.IN_SECTION, _S.BLANK): (_A.KEEP, _P.IN_SECTION),
+    (_P.IN_SECTION, _S.OPEN): (_A.SWITCH, _P.IN_SECTION),
+    (_P.IN_SECTION, _S.END): (_A.LEAVE, _P.BETWEEN),
+    (_P.IN_SECTION, _S.END_ANALYSIS): (_A.LEAVE, _P.AFTER_ANALYSIS),
+    (_P.IN_SECTION, _S.END_ANSWER): (_A.LEAVE, _P.DONE),
+    (_P.IN_SECTION, _S.STOP): (_A.LEAVE, _P.DONE),
+    (_P.IN_SECTION, _S.EOF): (_A.TRUNCATE, _P.BETWEEN),
+    (_P.BETWEEN, _S.OPEN): (_A.ENTER, _P.IN_SECTION),
+    (_P.BETWEEN, _S.STOP): (_A.NONE, _P.DONE),
+    (_P.IN_LATE_SECTION, _S.TEXT): (_A.KEEP, _P.IN_LATE_SECTION),
+    (_P.IN_LATE_SECTION, _S.BLANK): (_A.KEEP, _P.IN_LATE_SECTION),
+    (_P.IN_LATE_SECTION, _S.OPEN): (_A.SWITCH, _P.IN_LATE_SECTION),
+    (_P.IN_LATE_SECTION, _S.END): (_A.LEAVE, _P.AFTER_ANALYSIS),
+    (_P.IN_LATE_SECTION, _S.END_ANALYSIS): (_A.LEAVE, _P.AFTER_ANALYSIS),
+    (_P.IN_LATE_SECTION, _S.END_ANSWER): (_A.LEAVE, _P.DONE),
+    (_P.IN_LATE_SECTION, _S.STOP): (_A.LEAVE, _P.DONE),
+    (_P.IN_LATE_SECTION, _S.EOF): (_A.TRUNCATE, _P.AFTER_ANALYSIS),
+    (_P.AFTER_ANALYSIS, _S.TEXT): (_A.OPEN_ANSWER, _P.IN_LATE_SECTION),
+    (_P.AFTER_ANALYSIS, _S.OPEN): (_A.ENTER, _P.IN_LATE_SECTION),
+    (_P.AFTER_ANALYSIS, _S.STOP): (_A.NONE, _P.DONE),
+}
+_AGAIN = frozenset({_A.REPLAY, _A.DROP_LEAD, _A.OPEN_ANSWER})
 
 
 class StreamParser:
@@ -269,24 +205,22 @@ class StreamParser:
         if start is not None and start not in SECTIONS:
             raise ValueError(f"unknown section {start!r}: use one of {sorted(SECTIONS)}")
         self._given = dialect
+        # None until the text shows it. A <|...|> section marker makes it hash, presumed only:
+        # not markdown, and numbered if numbered-only evidence follows.
         self._detected: str | None = None
         if not isinstance(query, str):
             raise TypeError(f"query must be the question (str), got {type(query).__name__}")
         self._sources = tuple(sources)
         self._resolver = Resolver(self._sources, query)
         self._lexer = Lexer()
-        self._answer = _AnswerBuilder(self)
+        self._answer = AnswerBuilder(self._resolver)
         self._texts: dict[str, list[str]] = {}
-        self._section: str | None = None
-        self._lead: list[Token] | None = None if start else []
-        self._after_analysis = False
-        self._ended = False
-        self._stopped = False
-        self._result: PleiasAnswer | None = None
+        self._phase = _Phase.BEGIN
+        self._section: str | None = None  # set in the IN_*SECTION phases only
+        self._lead: list[Token] = []  # the tokens held in LEAD
         self._start = start
+        self._result: PleiasAnswer | None = None
         self._raw: list[str] = []
-        self._saw_marker = False  # a <|...|> section marker: not the markdown dialect
-        self._closing = False
 
     @property
     def dialect(self) -> str:
@@ -304,9 +238,8 @@ class StreamParser:
             raise TypeError(f"feed() takes str chunks, got {type(chunk).__name__}")
         events: list[Event] = []
         self._raw.append(chunk)
-        if self._start is not None:
-            self._enter(self._start, events)
-            self._start = None
+        if self._phase is _Phase.BEGIN:
+            self._step(_Symbol.BEGIN, events)
         for tok in self._lexer.feed(chunk):
             self._token(tok, events)
         return events
@@ -318,15 +251,10 @@ class StreamParser:
         hit its token limit).
         """
         events = self.feed("") if self._result is None else []
-        self._closing = True
-        if finish_reason == "stop":
-            self._stopped = True  # the backend saw the model stop (its stop string cut off)
         for tok in self._lexer.close():
             self._token(tok, events)
-        if self._lead is not None:
-            self._resolve_lead(None, events)
-        if self._section is not None:
-            self._leave(events)
+        # "stop": the backend saw the model stop (its stop string cut off).
+        self._step(_Symbol.STOP if finish_reason == "stop" else _Symbol.EOF, events)
         self._result = self._build(finish_reason)
         events.append(Finished(self._result))
         return events
@@ -349,98 +277,107 @@ class StreamParser:
     def _markdown(self) -> bool:
         if self._given is not None:
             return self._given == MARKDOWN
-        return self._detected == MARKDOWN or (self._detected is None and not self._saw_marker)
+        return self._detected in (None, MARKDOWN)
+
+    def _detect(self, dialect: str) -> None:
+        if self._detected in (None, HASH):  # hash is only ever presumed
+            self._detected = dialect
 
     def _token(self, tok: Token, events: list[Event]) -> None:
-        if self._ended:
-            return
+        if self._phase is _Phase.DONE:
+            return  # not even evidence of the dialect
         if tok.kind in ("heading", "eos") and (
             not self._markdown() or (tok.value == "analysis" and "answer" in self._texts)
         ):
             tok = Token("text", tok.raw)  # copied from a document, or a section gone back to
-        elif tok.kind == "marker" and _structural(tok.value):
-            self._saw_marker = True
-        if tok.kind == "ref_open" and "<|source_id|>" in tok.value:
-            self._detect(NUMBERED)
-        if self._lead is not None:
-            if tok.kind in ("text", "ref_open", "ref_close") or (
-                tok.kind == "marker" and not _structural(tok.value)
-            ):
-                self._lead.append(tok)
-                return
-            self._resolve_lead(tok, events)
-        if tok.kind == "eos" or (tok.kind == "marker" and tok.value == "end_of_text"):
-            self._stopped = self._ended = True
-            if self._section is not None:
-                self._leave(events)
         elif tok.kind == "heading":
             self._detect(MARKDOWN)
-            self._enter("answer" if tok.value == "answer" else "source_analysis", events)
         elif tok.kind == "marker" and _structural(tok.value):
-            self._marker(tok.value, events)
-        else:
-            self._content(tok, events)
-
-    def _marker(self, name: str, events: list[Event]) -> None:
-        base, _, edge = name.rpartition("_")
-        if base in _NUMBERED_EVIDENCE:
+            if self._detected is None:
+                self._detected = HASH
+            if tok.value.rpartition("_")[0] in _NUMBERED_EVIDENCE:
+                self._detect(NUMBERED)
+        elif tok.kind == "ref_open" and "<|source_id|>" in tok.value:
             self._detect(NUMBERED)
-        if edge == "start":
-            self._enter(base, events)
-        elif self._section == base:
-            self._leave(events)
-            if base == "answer":
-                self._stopped = self._ended = True  # what follows is not the model's answer
-            elif base == "source_analysis":
-                self._after_analysis = True
+        self._step(tok, events)
 
-    def _content(self, tok: Token, events: list[Event]) -> None:
-        if self._section is None:
-            if self._after_analysis and (tok.kind != "text" or tok.raw.strip()):
-                # Hash outputs whose <|answer_start|> was lost: what follows the analysis.
-                self._enter("answer", events)
-            else:
+    def _step(self, item: Token | _Symbol, events: list[Event]) -> None:
+        """Run one input through the transition table."""
+        while True:
+            symbol, name = self._symbol(item)
+            action, phase = _TRANSITIONS.get((self._phase, symbol), (_Action.NONE, self._phase))
+            self._act(action, name, item, events)
+            self._phase = phase
+            if action not in _AGAIN:
                 return
+
+    def _symbol(self, item: Token | _Symbol) -> tuple[_Symbol, str]:
+        """What ``item`` means in the current phase, and the section it names."""
+        if item is _Symbol.BEGIN and self._start is not None:
+            return _Symbol.BEGIN_IN, self._start
+        symbol, name = (item, "") if isinstance(item, _Symbol) else _meaning(item)
+        if self._phase is _Phase.LEAD and symbol not in (_Symbol.TEXT, _Symbol.BLANK):
+            held = any(t.kind != "text" or t.raw.strip() for t in self._lead)
+            owner = _lead_section(item if isinstance(item, Token) else None) if held else None
+            return (_Symbol.LEAD_ORPHAN, "") if owner is None else (_Symbol.LEAD_OWNED, owner)
+        if symbol is _Symbol.OPEN and name == self._section:
+            return _Symbol.REOPEN, name
+        if symbol is _Symbol.END:
+            if name != self._section:
+                return _Symbol.STRAY_END, name
+            if name == "answer":
+                return _Symbol.END_ANSWER, name
+            if name == "source_analysis":
+                return _Symbol.END_ANALYSIS, name
+        return symbol, name
+
+    def _act(self, action: _Action, name: str, item: Token | _Symbol, events: list[Event]) -> None:
+        if action is _Action.HOLD:
+            assert isinstance(item, Token)
+            self._lead.append(item)
+        elif action is _Action.REPLAY:
+            lead, self._lead = self._lead, []
+            self._enter(name, events)
+            for tok in lead:
+                self._keep(tok, events)
+        elif action is _Action.DROP_LEAD:
+            self._lead = []
+        elif action is _Action.ENTER:
+            self._enter(name, events)
+        elif action is _Action.SWITCH:
+            self._leave(events)
+            self._enter(name, events)
+        elif action is _Action.KEEP:
+            assert isinstance(item, Token)
+            self._keep(item, events)
+        elif action in (_Action.LEAVE, _Action.TRUNCATE):
+            self._leave(events, truncated=action is _Action.TRUNCATE)
+        elif action is _Action.OPEN_ANSWER:
+            self._enter("answer", events)
+
+    def _keep(self, tok: Token, events: list[Event]) -> None:
         section = self._section
         assert section is not None
         self._texts[section].append(tok.raw)
         if section == "answer" and tok.kind != "marker":
-            self._answer.token(tok, events)
+            out: list[Output] = []
+            self._answer.token(tok, out, numbered=self.dialect == NUMBERED)
+            events += map(_answer_event, out)
 
     def _enter(self, section: str, events: list[Event]) -> None:
-        if self._section == section:
-            return
-        if self._section is not None:
-            self._leave(events)
         self._section = section
         self._texts.setdefault(section, [])
         events.append(SectionStarted(section))
 
-    def _leave(self, events: list[Event]) -> None:
+    def _leave(self, events: list[Event], *, truncated: bool = False) -> None:
         section = self._section
         assert section is not None
-        if section == "answer" and self._answer.ref_name is not None:
-            if self._closing and not self._stopped:
-                self._answer.finish_ref(events, truncated=True)
-            else:
-                self._answer.finish_ref(events, unclosed=True)
+        if section == "answer":
+            out: list[Output] = []
+            self._answer.end(out, numbered=self.dialect == NUMBERED, truncated=truncated)
+            events += map(_answer_event, out)
         self._section = None
         events.append(SectionEnded(section))
-
-    def _resolve_lead(self, tok: Token | None, events: list[Event]) -> None:
-        lead, self._lead = self._lead or [], None
-        if not any(t.kind != "text" or t.raw.strip() for t in lead):
-            return
-        section = _lead_section(tok)
-        if section is None:
-            return
-        self._enter(section, events)
-        for t in lead:
-            self._content(t, events)
-
-    def _detect(self, dialect: str) -> None:
-        if self._detected is None:
-            self._detected = dialect
 
     # -- result --
 
@@ -465,12 +402,12 @@ class StreamParser:
     def _finish_reason(self, answer: str, citations: tuple[Citation, ...]) -> FinishReason:
         if self._lexer.dropped_partial or any(c.truncated for c in citations):
             return "length"
-        if self._stopped:
+        if self._phase is _Phase.DONE:
             return "stop"
         if "answer" not in self._texts:
             return "length"
         tail = _TRAILING_CLOSERS.sub("", answer)
-        return "stop" if tail and tail[-1] in _FINAL_PUNCT else "length"
+        return "stop" if tail and tail[-1] in FINAL_PUNCT else "length"
 
     def _mentions(self, sections: dict[str, str]) -> tuple[str, ...]:
         numbered = self.dialect == NUMBERED
@@ -493,9 +430,27 @@ class StreamParser:
         return tuple(found)
 
 
+def _answer_event(out: Output) -> Event:
+    return AnswerDelta(out) if isinstance(out, str) else CitationCompleted(out)
+
+
 def _structural(name: str) -> bool:
     base, _, edge = name.rpartition("_")
     return (edge in ("start", "end") and base in SECTIONS) or name == "end_of_text"
+
+
+def _meaning(tok: Token) -> tuple[_Symbol, str]:
+    """A token as a symbol before the phase is known: TEXT, BLANK, OPEN, END or STOP."""
+    if tok.kind == "eos" or (tok.kind == "marker" and tok.value == "end_of_text"):
+        return _Symbol.STOP, ""
+    if tok.kind == "heading":
+        return _Symbol.OPEN, "answer" if tok.value == "answer" else "source_analysis"
+    if tok.kind == "marker" and _structural(tok.value):
+        base, _, edge = tok.value.rpartition("_")
+        return (_Symbol.OPEN if edge == "start" else _Symbol.END), base
+    if tok.kind == "text" and not tok.raw.strip():
+        return _Symbol.BLANK, ""
+    return _Symbol.TEXT, ""
 
 
 def _lead_section(tok: Token | None) -> str | None:

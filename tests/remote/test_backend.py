@@ -11,7 +11,7 @@ import pytest
 from fake_server import FakeServer, Step
 
 from pleias_rag import PleiasAnswer, Source
-from pleias_rag.generation import Backend
+from pleias_rag.backend import Backend
 from pleias_rag.prompt import ZWSP
 from pleias_rag.remote import RemoteBackend, RemoteError, RemoteStatusError
 
