@@ -45,7 +45,7 @@ def main() -> None:
     print("Cited documents (copies of the retrieved ones; the uncited one is left out):")
     for doc in result["cited_documents"]:
         for quote in doc.metadata["pleias_citations"]:
-            start, end = quote["start"], quote["end"]  # the quote's offsets in page_content
+            start, end = quote["source_start"], quote["source_end"]  # offsets in page_content
             print(f"  {doc.metadata['title']} [{start}:{end}]: {doc.page_content[start:end]!r}")
 
 

@@ -34,7 +34,8 @@ def main() -> None:
     for n in response.source_nodes:
         text = n.node.get_content()
         for c in n.node.metadata[PLEIAS_METADATA_KEY]["citations"]:
-            where = text[c["start"] : c["end"]] if c["start"] is not None else None
+            start, end = c["node_start"], c["node_end"]  # offsets in the node body
+            where = text[start:end] if start is not None else None
             print(f"  [{c['number']}] {n.node.metadata['title']}: {c['status']}, {where!r}")
 
     metadata = response.metadata or {}

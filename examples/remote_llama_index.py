@@ -53,7 +53,8 @@ async def main() -> None:
             for n in response.source_nodes:
                 text = n.node.get_content()
                 for c in n.node.metadata["pleias_citations"]["citations"]:
-                    print(f"  [{c['number']}] {c['status']}: {text[c['start'] : c['end']]!r}")
+                    where = text[c["node_start"] : c["node_end"]]
+                    print(f"  [{c['number']}] {c['status']}: {where!r}")
 
 
 if __name__ == "__main__":

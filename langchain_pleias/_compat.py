@@ -21,7 +21,7 @@ from langchain_core.messages.block_translators import register_translator
 
 from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.fallback import has_answer, visible_text
-from pleias_rag.ranking import cited_uses
+from pleias_rag.views.ranking import cited_uses
 
 from ._convert import prompt_tokens
 
@@ -42,15 +42,15 @@ def citation_block(citation: Citation) -> types.Citation:
     or for a misattributed quote the one it really is in (never the wrong one); the cited
     document when the quote was found nowhere; the id the model wrote when it names no
     document. ``cited_text`` is that document's own words (the model's quote when none
-    matched), ``start_index``/``end_index`` the ``[n]`` marker in the answer. ``extras`` has
-    the verification: ``status``, ``match``, ``score``, ``note``, ``changes``, the model's
-    ``quote``, ``source_start``/``source_end`` (the words in the ``id`` document),
-    ``spans``, ``number``, ``written_id``, ``cited_id`` (the document the model named),
-    ``truncated`` and ``found_in``.
+    matched), ``start_index``/``end_index`` the ``[n]`` marker in the answer. ``extras`` is
+    the core's citation dict (:meth:`pleias_rag.answer.Citation.to_dict`): ``status``,
+    ``match``, ``score``, ``note``, ``changes``, the model's ``quote``, ``source_start``/
+    ``source_end`` (the words in the ``id`` document), ``cited_id`` (the document the model
+    named), ``written_id``, ``found_in``... :func:`~langchain_pleias._convert.rebuild_answer`
+    reads it back.
     """
     credited = citation.credited
     doc = credited[0] if credited else citation.source
-    start, end = citation.credited_span
     block: dict[str, Any] = {
         "type": "citation",
         "id": doc.id if doc is not None else citation.source_id,
@@ -62,23 +62,7 @@ def citation_block(citation: Citation) -> types.Citation:
         block["title"] = doc.title
     if doc is not None and doc.url:
         block["url"] = doc.url
-    named = citation.source
-    block["extras"] = {
-        "number": citation.number,
-        "written_id": citation.source_id,
-        "cited_id": named.id if named is not None else None,
-        "quote": citation.quote,
-        "status": citation.status,
-        "match": citation.match,
-        "score": citation.score,
-        "note": citation.note,
-        "changes": [c.to_dict() for c in citation.changes],
-        "source_start": start,
-        "source_end": end,
-        "spans": [list(s) for s in citation.spans],
-        "truncated": citation.truncated,
-        "found_in": list(dict.fromkeys(s.id for s in citation.found_in)),
-    }
+    block["extras"] = citation.to_dict()
     # cast: mypy (python_version 3.10) does not see langchain-core's typing.NotRequired keys
     return cast("types.Citation", block)
 

@@ -9,19 +9,17 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from pleias_rag.answer import Citation, PleiasAnswer
+from pleias_rag.backend import Backend, resolve_backend
 from pleias_rag.dialects import check_dialect
-from pleias_rag.generation import Backend
-from pleias_rag.prompt import render_prompt
-from pleias_rag.ranking import SourceUse
 from pleias_rag.sources import Source
-from pleias_rag.verify import WordChange
+from pleias_rag.views.ranking import SourceUse
 
 #: Standard LangChain constructor arguments that mean nothing here (a remote backend object
 #: carries its own client settings): accepted and ignored.
@@ -33,18 +31,6 @@ SOURCE_ID_KEY = "pleias_source_id"
 CITATIONS_KEY = "pleias_citations"
 SCORE_KEY = "relevance_score"
 
-_BACKEND_MEMBERS = (
-    "dialect",
-    "model_name",
-    "context_window",
-    "count_tokens",
-    "answer",
-    "stream",
-    "answer_batch",
-    "aanswer",
-    "astream",
-    "aanswer_batch",
-)
 _MEDIA_BLOCKS = frozenset({"image", "audio", "video", "file", "image_url", "input_audio"})
 
 
@@ -162,7 +148,7 @@ class PleiasParams(BaseModel):
 
     model: str | Backend
     """A Hugging Face id or local folder (loaded on first use, weights shared between
-    instances), or an object with the :class:`pleias_rag.generation.Backend` interface."""
+    instances), or a :class:`pleias_rag.backend.Backend` (``RemoteBackend``, ...)."""
     dialect: str | None = None
     """``hash`` or ``numbered``; None detects it from the model."""
     device: str | None = None
@@ -211,11 +197,11 @@ class PleiasParams(BaseModel):
             if not value.strip():
                 raise ValueError("model is empty: give a Hugging Face id, a folder or a backend")
             return value
-        if is_backend(value):
+        if isinstance(value, Backend):
             return value
         raise ValueError(
-            "model must be a Hugging Face id, a folder or an object with the "
-            f"pleias_rag.generation.Backend interface, got {type(value).__name__}"
+            "model must be a Hugging Face id, a folder or a pleias_rag Backend (PleiasModel, "
+            f"RemoteBackend, or Backend(engine) over your own engine), got {type(value).__name__}"
         )
 
     def _model_label(self, override: object = None) -> str:
@@ -229,9 +215,13 @@ class PleiasParams(BaseModel):
     def _get_backend(self, override: object = None) -> Backend:
         """The backend to generate with (``override``: a per-call ``model=``)."""
         if override is not None and override != self.model:
-            return resolve_backend(override, self.dialect, self.device, self.dtype)
+            return resolve_backend(
+                override, dialect=self.dialect, device=self.device, dtype=self.dtype
+            )
         if self._backend is None:
-            self._backend = resolve_backend(self.model, self.dialect, self.device, self.dtype)
+            self._backend = resolve_backend(
+                self.model, dialect=self.dialect, device=self.device, dtype=self.dtype
+            )
         return self._backend
 
     def _generation(self, stop: list[str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -268,40 +258,12 @@ class PleiasParams(BaseModel):
         return params
 
 
-def resolve_backend(
-    model: object, dialect: str | None, device: str | None, dtype: str | None
-) -> Backend:
-    """A name or folder → the shared lazily loaded local model; a backend → itself."""
-    if isinstance(model, (str, os.PathLike)):
-        from pleias_rag.local import PleiasModel
-
-        return PleiasModel.from_pretrained(
-            os.fspath(model), dialect=dialect, device=device, dtype=dtype
-        )
-    if is_backend(model):
-        return cast("Backend", model)
-    raise ValueError(
-        f"model must be a Hugging Face id, a folder or a pleias_rag Backend, "
-        f"got {type(model).__name__}"
-    )
-
-
-def is_backend(obj: object) -> bool:
-    """Whether ``obj`` has the Backend interface, checked on its type: ``isinstance`` with
-    the protocol would read properties such as ``dialect``, which may load a tokenizer."""
-    kind = type(obj)
-    return all(hasattr(kind, name) for name in _BACKEND_MEMBERS)
-
-
 def prompt_tokens(
     backend: Backend, query: str, sources: Sequence[Source], gen: Mapping[str, Any]
 ) -> int:
-    """Tokens of the prompt the backend would build (its own encoder when it has one)."""
-    encode = getattr(backend, "encode", None)
-    if callable(encode):
-        budget = {k: v for k, v in gen.items() if k == "max_new_tokens"}
-        return len(encode(query, list(sources), **budget).ids)
-    return int(backend.count_tokens(render_prompt(query, sources, backend.dialect)))
+    """Tokens of the prompt the backend would build (the context budget counts)."""
+    budget = {k: v for k, v in gen.items() if k == "max_new_tokens"}
+    return backend.prompt_tokens(query, list(sources), **budget)
 
 
 def unexpected_kwargs(owner: str, kwargs: Mapping[str, Any]) -> None:
@@ -330,7 +292,10 @@ def source_keys(sources: Sequence[Source]) -> list[str]:
 
 
 def annotated_copy(doc: Document, use: SourceUse) -> Document:
-    """A copy of ``doc`` whose metadata tells how the answer used it."""
+    """A copy of ``doc`` whose metadata tells how the answer used it: its source id, its
+    relevance score, and the citations it holds (:meth:`SourceUse.annotations`: core
+    citation dicts, whose ``source_start``/``source_end`` are offsets in its
+    ``page_content``)."""
     notes = use.annotations()
     metadata = {
         **doc.metadata,
@@ -351,50 +316,25 @@ def rebuild_answer(
     """A :class:`PleiasAnswer` whose citations point at ``sources`` again.
 
     ``citations`` are the standard citation annotations of a ``ChatPleias`` reply
-    (:func:`~langchain_pleias._compat.citation_block`); a citation maps to the sources of
-    the id it named only when it resolved (its ``cited_id``), so an unknown id never maps
-    to a document.
+    (:func:`~langchain_pleias._compat.citation_block`), whose ``extras`` is the core's
+    citation dict, read back with :meth:`Citation.from_dict`. A citation maps to the sources
+    of the id it named only when it resolved (its ``cited_id``), so an unknown id never maps
+    to a document. An annotation without Pleias ``extras`` keeps its marker, text and id.
     """
-    by_id: dict[str, list[Source]] = {}
-    for s in sources:
-        by_id.setdefault(s.id, []).append(s)
     rebuilt = []
     for ann in citations:
         extras = dict(ann.get("extras") or {})
         status = extras.get("status", "unknown_source")
-        cited = extras.get("cited_id", None if status == "unknown_source" else ann.get("id"))
-        members = tuple(by_id.get(str(cited), ())) if cited is not None else ()
-        found_in = tuple(s for fid in extras.get("found_in", ()) for s in by_id.get(fid, ()))
-        start, end = extras.get("source_start"), extras.get("source_end")
-        misattributed = status == "misattributed"
-        in_source = status in ("verified", "approximate")
-        quote = str(extras.get("quote", ann.get("cited_text", "")))
-        rebuilt.append(
-            Citation(
-                number=int(extras.get("number", 0)),
-                source_id=str(extras.get("written_id", ann.get("id", ""))),
-                quote=quote,
-                start=int(ann.get("start_index", 0)),
-                end=int(ann.get("end_index", 0)),
-                sources=members,
-                source_start=start if in_source else None,
-                source_end=end if in_source else None,
-                spans=tuple((int(a), int(b)) for a, b in extras.get("spans", ())),
-                match=extras.get("match", "none"),
-                score=float(extras.get("score", 0.0)),
-                status=status,
-                found_in=found_in,
-                found_start=start if misattributed else None,
-                found_end=end if misattributed else None,
-                matched_text=str(ann.get("cited_text", "")) if in_source or misattributed else "",
-                changes=tuple(
-                    WordChange(str(c.get("quote", "")), str(c.get("source", "")))
-                    for c in extras.get("changes", ())
-                ),
-                note=str(extras.get("note", "")),
-                truncated=bool(extras.get("truncated", False)),
-            )
-        )
+        data: dict[str, Any] = {
+            "answer_start": ann.get("start_index", 0),
+            "answer_end": ann.get("end_index", 0),
+            "written_id": ann.get("id", ""),
+            "cited_id": None if status == "unknown_source" else ann.get("id"),
+            "quote": ann.get("cited_text", ""),
+            "status": status,
+            **extras,
+        }
+        rebuilt.append(Citation.from_dict(data, sources))
     return PleiasAnswer(
         raw="",
         dialect=dialect,

@@ -10,8 +10,8 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import ConfigDict, Field
 
 from pleias_rag.answer import PleiasAnswer
-from pleias_rag.ranking import SourceUse, source_uses
 from pleias_rag.sources import Source
+from pleias_rag.views.ranking import SourceUse, source_uses
 
 from ._convert import PleiasParams, annotated_copy, documents_to_sources
 

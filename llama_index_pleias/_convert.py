@@ -8,10 +8,9 @@ back to the exact node it came from, offsets included.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -24,10 +23,7 @@ from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, Nod
 
 from pleias_rag import Citation, PleiasAnswer, Source
 from pleias_rag.fallback import visible_text
-from pleias_rag.ranking import SourceUse
-
-if TYPE_CHECKING:
-    from pleias_rag.generation import Backend
+from pleias_rag.views.ranking import SourceUse
 
 logger = logging.getLogger(__name__)
 
@@ -40,38 +36,9 @@ DEFAULT_MODEL = "PleIAs/Pleias-RAG-350M"
 
 MetadataHeader: TypeAlias = bool | Sequence[str] | Callable[[BaseNode], str]
 OnInvalid: TypeAlias = Literal["skip", "raise"]
-ModelLike: TypeAlias = "str | os.PathLike[str] | Backend"
 
 
 # --------------------------------------------------------------------------- models
-
-
-def is_backend(obj: object) -> bool:
-    """Whether ``obj`` has the :class:`pleias_rag.generation.Backend` interface."""
-    return all(callable(getattr(obj, name, None)) for name in ("answer", "stream", "aanswer"))
-
-
-def resolve_backend(
-    model: ModelLike,
-    *,
-    dialect: str | None = None,
-    device: str | None = None,
-    dtype: str | None = None,
-) -> Backend:
-    """A backend for ``model``: a name or path is loaded (lazily, weights shared) with
-    ``PleiasModel.from_pretrained``; an object with the Backend interface is used as is."""
-    if isinstance(model, (str, os.PathLike)):
-        from pleias_rag.local import PleiasModel
-
-        return PleiasModel.from_pretrained(
-            os.fspath(model), dialect=dialect, device=device, dtype=dtype
-        )
-    if is_backend(model):
-        return model
-    raise TypeError(
-        f"model must be a model name, a local path or a pleias_rag backend "
-        f"(answer/stream/aanswer...), got {type(model).__name__}"
-    )
 
 
 def gen_kwargs(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -290,13 +257,14 @@ def citation_blocks(answer: PleiasAnswer) -> list[CitationBlock]:
             source, title = ref.node_id, src.title or ""
         else:
             source, title = src.url or src.id, src.title or ""
-        start, end = node_span(src, *c.credited_span)
+        data = c.to_dict()
+        start, end = node_span(src, data["source_start"], data["source_end"])
         location = {
             "start_char_index": start,
             "end_char_index": end,
-            "answer_start_index": c.start,
-            "answer_end_index": c.end,
-            "citation_number": c.number,
+            "answer_start_index": data["answer_start"],
+            "answer_end_index": data["answer_end"],
+            "citation_number": data["number"],
         }
         blocks.append(
             CitationBlock(
@@ -329,11 +297,23 @@ def node_ids(sources: Iterable[Source]) -> list[str]:
     return list(out)
 
 
-def citation_dict(c: Citation) -> dict[str, Any]:
-    """``Citation.to_dict()`` plus the cited node ids and the quote's offsets in the node body."""
+def citation_dict(c: Citation, holder: Source | None = None) -> dict[str, Any]:
+    """The core's citation dict (:meth:`pleias_rag.answer.Citation.to_dict`) plus node keys:
+    ``node_ids`` (the nodes of ``cited_id``), ``found_in_node_ids`` (those of ``found_in``),
+    ``node_start``/``node_end`` (``source_start``/``source_end`` in the body of the node
+    that holds the quote, ``holder``: by default the first of :attr:`Citation.credited`;
+    None when no node holds it, or when the words are in the metadata header) and
+    ``found_node_start``/``found_node_end`` (``found_start``/``found_end`` in the body of
+    the first ``found_in`` node).
+    """
     data = c.to_dict()
-    src = c.source
-    start, end = (None, None) if src is None else node_span(src, c.source_start, c.source_end)
+    if holder is None and c.credited:
+        holder = c.credited[0]
+    start, end = (
+        (None, None)
+        if holder is None
+        else node_span(holder, data["source_start"], data["source_end"])
+    )
     found = c.found_in[0] if c.found_in else None
     found_start, found_end = (
         (None, None) if found is None else node_span(found, c.found_start, c.found_end)
@@ -374,14 +354,19 @@ def answer_kwargs(answer: PleiasAnswer) -> dict[str, Any]:
 
 def annotated_copy(use: SourceUse) -> NodeWithScore:
     """A deep copy of the node behind ``use`` (same node id and score) with its citations in
-    ``metadata[PLEIAS_METADATA_KEY]``, a key kept out of the LLM and embedding text."""
+    ``metadata[PLEIAS_METADATA_KEY]``, a key kept out of the LLM and embedding text.
+
+    The metadata is :meth:`SourceUse.annotations` (``source_id``, ``relevance_score``,
+    ``citations``) plus ``node_id``, ``rank`` and ``mentioned``; each citation is a
+    :func:`citation_dict` of this node, so its ``node_start``/``node_end`` are the quote's
+    words in this node's body.
+    """
     ref = use.source.ref
     if not isinstance(ref, NodeRef):
         raise TypeError("this source was not made from a node")
     copy = ref.node.model_copy(deep=True)
     info = use.annotations()
-    for entry, c in zip(info["citations"], use.citations, strict=True):
-        entry["start"], entry["end"] = node_span(use.source, *c.credited_span)
+    info["citations"] = [citation_dict(c, use.source) for c in use.citations]
     info.update(node_id=ref.node_id, rank=use.rank, mentioned=use.mentioned)
     node = copy.node
     node.metadata[PLEIAS_METADATA_KEY] = info

@@ -147,7 +147,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
             cited = [(i, bodies.get(i)) for i in ids]
             found_in = [str(i) for i in c.get("found_in_node_ids") or []]
             items.append(
-                _Item(int(c["number"]), str(c["source_id"]), str(c["quote"]), cited, found_in)
+                _Item(int(c["number"]), str(c["written_id"]), str(c["quote"]), cited, found_in)
             )
         return self._result(query, response.response, list(bodies.values()), items)
 

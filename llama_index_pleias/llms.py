@@ -55,8 +55,8 @@ class PleiasLLM(CustomLLM):
     Weights load on first use and are shared between instances of the same model.
 
     Args:
-        model: a Hugging Face model id, a local folder, or an object with the
-            ``pleias_rag.generation.Backend`` interface (used as is).
+        model: a Hugging Face model id, a local folder, or a
+            ``pleias_rag.backend.Backend`` (used as is).
         dialect: ``hash`` or ``numbered``; detected from the model when None.
         device: torch device for local weights (``cpu``, ``cuda``...).
         dtype: torch dtype name for local weights (``float32``, ``bfloat16``...).

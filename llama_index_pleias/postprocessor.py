@@ -10,7 +10,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from pleias_rag import PleiasAnswer
-from pleias_rag.ranking import SourceUse, source_uses
+from pleias_rag.views.ranking import SourceUse, source_uses
 
 from ._convert import (
     DEFAULT_MODEL,
@@ -23,7 +23,7 @@ from ._convert import (
 from .llms import PleiasLLM
 
 if TYPE_CHECKING:
-    from pleias_rag.generation import Backend
+    from pleias_rag.backend import Backend
 
 Keep = Literal["cited", "mentioned", "all"]
 
@@ -33,11 +33,11 @@ class PleiasReranker(BaseNodePostprocessor):
     rest; filter out what it did not use.
 
     The model answers the query from the nodes; each node then gets the relevance score of
-    :mod:`pleias_rag.ranking` (1.0 cited, 0.5 mentioned in the source analysis, 0.0 unused) and
-    the nodes are ordered by the model's ranking (cited in order of first citation, mentioned
-    in order of mention, the rest in input order). Returned nodes are deep copies (same ids)
-    whose score is the relevance and whose ``metadata["pleias_citations"]`` holds the
-    citations, the rank and the original ``retrieval_score``.
+    :mod:`pleias_rag.views.ranking` (1.0 cited, 0.5 mentioned in the source analysis, 0.0
+    unused) and the nodes are ordered by the model's ranking (cited in order of first citation,
+    mentioned in order of mention, the rest in input order). Returned nodes are deep copies
+    (same ids) whose score is the relevance and whose ``metadata["pleias_citations"]`` holds
+    the citations, the rank and the original ``retrieval_score``.
 
     Nodes without text are dropped (they can not be judged). A cited-only filter on a
     truncated output keeps what was cited before the cut.

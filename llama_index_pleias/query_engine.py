@@ -22,14 +22,14 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.tools import QueryEngineTool, ToolMetadata, ToolOutput
 
 from pleias_rag import PleiasAnswer
-from pleias_rag.plain import NONE_CITED, answer_with_sources
+from pleias_rag.views.plain import NONE_CITED, answer_with_sources
 
 from ._convert import DEFAULT_MODEL
 from .llms import PleiasLLM
 from .synthesizer import PleiasSynthesizer
 
 if TYPE_CHECKING:
-    from pleias_rag.generation import Backend
+    from pleias_rag.backend import Backend
 
 #: The tool's name when none is given.
 DEFAULT_TOOL_NAME = "answer_from_documents"

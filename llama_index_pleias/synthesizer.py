@@ -27,7 +27,7 @@ from llama_index_instrumentation import get_dispatcher
 
 from pleias_rag import AnswerDelta, Finished, PleiasAnswer, Source
 from pleias_rag.fallback import visible_text
-from pleias_rag.ranking import source_uses
+from pleias_rag.views.ranking import source_uses
 
 from ._convert import (
     DEFAULT_MODEL,
@@ -44,7 +44,7 @@ from ._convert import (
 from .llms import PleiasLLM
 
 if TYPE_CHECKING:
-    from pleias_rag.generation import Backend
+    from pleias_rag.backend import Backend
 
 dispatcher = get_dispatcher(__name__)
 
@@ -58,8 +58,10 @@ class PleiasSynthesizer(BaseSynthesizer):
     - ``response``: the clean answer with ``[n]`` markers;
     - ``source_nodes``: deep copies of ONLY the cited nodes, in order of first citation, with
       their original node ids and scores; ``node.metadata["pleias_citations"]`` holds each
-      quote, its status (verified, misattributed, unverified), match and ``start``/``end``
-      offsets in ``node.get_content()`` (None when not found), a key excluded from the LLM and
+      citation it holds (the core citation dict with node keys, see
+      :func:`~llama_index_pleias._convert.citation_dict`): the quote, its status (verified,
+      misattributed...), match and ``node_start``/``node_end``, the offsets of the quote's
+      words in ``node.get_content()`` (None when not found), a key excluded from the LLM and
       embedding text;
     - ``metadata``: ``citations`` (every citation, unknown ids included, with ``node_ids``,
       ``node_start``/``node_end``), ``source_analysis``, ``sections``, ``cited_node_ids``,
@@ -101,8 +103,9 @@ class PleiasSynthesizer(BaseSynthesizer):
         ... )
         >>> response = engine.query("When was the Eiffel Tower completed?")  # doctest: +SKIP
         >>> for n in response.source_nodes:  # doctest: +SKIP
+        ...     text = n.node.get_content()
         ...     for c in n.node.metadata["pleias_citations"]["citations"]:
-        ...         print(c["number"], c["status"], n.node.get_content()[c["start"] : c["end"]])
+        ...         print(c["number"], c["status"], text[c["node_start"] : c["node_end"]])
     """
 
     def __init__(

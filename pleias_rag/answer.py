@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,34 +114,90 @@ class Citation:
         return None, None
 
     def to_dict(self) -> dict[str, Any]:
-        """The citation as JSON-ready data: the one shape every adapter exposes.
+        """The citation as JSON-ready data: the one citation dict every view and adapter
+        exposes (adapters only add their own keys, such as node ids).
 
-        ``start``/``end`` are the ``[n]`` marker in the answer; ``source_start``/
-        ``source_end`` the matched words in the cited source; ``found_start``/``found_end``
-        the quote in ``found_in[0]``.
+        Keys:
+
+        - ``number``: the ``n`` of the ``[n]`` marker.
+        - ``answer_start``/``answer_end``: that marker in ``PleiasAnswer.answer``.
+        - ``written_id``: the id the model wrote, normalized (:attr:`source_id`).
+        - ``cited_id``: the id of the source it names; None when no source has that id.
+        - ``quote``: the model's quote; ``matched_text``: the source's own words for it.
+        - ``status``, ``match``, ``score``, ``note``, ``truncated``; ``changes`` as
+          ``{"op", "quote", "source"}`` dicts.
+        - ``source_start``/``source_end``: the quote's words in the text of the source that
+          holds it (:attr:`credited`): the cited source for a verified or approximate quote,
+          ``found_in[0]`` for a misattributed one; None when no source holds it.
+        - ``spans``: each matched piece in the cited source (several for an elided quote).
+        - ``found_in``: ids of the sources holding the quote word for word when the cited
+          one does not (misattributed, or unknown id); ``found_start``/``found_end``: the
+          quote in ``found_in[0]``.
+
+        :meth:`from_dict` reads it back.
         """
-        src = self.source
+        named = self.source
+        start, end = self.credited_span
         return {
             "number": self.number,
-            "source_id": self.source_id,
+            "answer_start": self.start,
+            "answer_end": self.end,
+            "written_id": self.source_id,
+            "cited_id": None if named is None else named.id,
             "quote": self.quote,
             "matched_text": self.matched_text,
-            "start": self.start,
-            "end": self.end,
-            "source_start": self.source_start,
-            "source_end": self.source_end,
-            "spans": [list(s) for s in self.spans],
+            "status": self.status,
             "match": self.match,
             "score": self.score,
-            "status": self.status,
             "note": self.note,
             "changes": [c.to_dict() for c in self.changes],
             "truncated": self.truncated,
-            "source": None if src is None else {"id": src.id, "metadata": dict(src.metadata)},
+            "source_start": start,
+            "source_end": end,
+            "spans": [list(s) for s in self.spans],
             "found_in": list(dict.fromkeys(s.id for s in self.found_in)),
             "found_start": self.found_start,
             "found_end": self.found_end,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], sources: Iterable[Source] = ()) -> Citation:
+        """The citation of a :meth:`to_dict` dict, pointing at ``sources`` again (by id).
+
+        ``cited_id`` and ``found_in`` map to every source of ``sources`` with that id; an id
+        none has maps to nothing.
+        """
+        by_id: dict[str, list[Source]] = {}
+        for s in sources:
+            by_id.setdefault(s.id, []).append(s)
+        status = data.get("status", "unverified")
+        cited = data.get("cited_id")
+        in_source = status in IN_SOURCE_STATUSES
+        start, end = data.get("source_start"), data.get("source_end")
+        return cls(
+            number=int(data.get("number", 0)),
+            source_id=str(data.get("written_id", "")),
+            quote=str(data.get("quote", "")),
+            start=int(data.get("answer_start", 0)),
+            end=int(data.get("answer_end", 0)),
+            sources=tuple(by_id.get(str(cited), ())) if cited is not None else (),
+            source_start=start if in_source else None,
+            source_end=end if in_source else None,
+            spans=tuple((int(a), int(b)) for a, b in data.get("spans", ())),
+            match=data.get("match", "none"),
+            score=float(data.get("score", 0.0)),
+            status=status,
+            found_in=tuple(s for fid in data.get("found_in", ()) for s in by_id.get(fid, ())),
+            found_start=data.get("found_start"),
+            found_end=data.get("found_end"),
+            matched_text=str(data.get("matched_text", "")),
+            changes=tuple(
+                WordChange(str(c.get("quote", "")), str(c.get("source", "")))
+                for c in data.get("changes", ())
+            ),
+            note=str(data.get("note", "")),
+            truncated=bool(data.get("truncated", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -210,46 +266,15 @@ class PleiasAnswer:
         return [by_id[i] for i in self.mentioned_ids if i in by_id]
 
     def to_markdown(self) -> str:
-        """The answer with Markdown footnotes ``[^n]`` listing each source and its quotes."""
-        body = self.answer
-        for c in sorted(first_per_number(self.citations), key=lambda c: -c.number):
-            body = body.replace(c.marker, f"[^{c.number}]")
-        notes = []
-        for number, cites in by_number(self.citations).items():
-            head = label(cites[0])
-            quotes = "; ".join(f'"{c.quote}"' + _flag(c) for c in cites)
-            notes.append(f"[^{number}]: {head}: {quotes}")
-        return body + ("\n\n" + "\n".join(notes) if notes else "")
+        """The answer with Markdown footnotes ``[^n]`` listing each source and its quotes
+        (:func:`pleias_rag.views.markdown.to_markdown`)."""
+        from .views.markdown import to_markdown
+
+        return to_markdown(self)
 
     def to_html(self) -> str:
-        """The answer as an HTML fragment: linked markers, and each source with its quotes."""
-        from .html import answer_fragment
+        """The answer as an HTML fragment: linked markers, and each source with its quotes
+        (:func:`pleias_rag.views.html.answer_fragment`)."""
+        from .views.html import answer_fragment
 
         return answer_fragment(self)
-
-
-def by_number(citations: tuple[Citation, ...]) -> dict[int, list[Citation]]:
-    out: dict[int, list[Citation]] = {}
-    for c in citations:
-        out.setdefault(c.number, []).append(c)
-    return dict(sorted(out.items()))
-
-
-def first_per_number(citations: tuple[Citation, ...]) -> list[Citation]:
-    return [cites[0] for cites in by_number(citations).values()]
-
-
-def label(c: Citation) -> str:
-    src = c.source
-    if src is None:
-        return f"{c.source_id} (unknown source)"
-    bits = [src.id]
-    if src.title:
-        bits.append(src.title)
-    if src.url:
-        bits.append(src.url)
-    return " — ".join(bits)
-
-
-def _flag(c: Citation) -> str:
-    return "" if c.status == "verified" else f" ({c.status})"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from .answer import PleiasAnswer
+from .parser import AnswerDelta, Event, Finished
 
 _REF_OPEN = re.compile(r"<ref\b(?:<\|[A-Za-z_]{1,40}\|>|[^<>])*>", re.IGNORECASE)
 _REF_CLOSE = re.compile(r"</ref\s*>", re.IGNORECASE)
@@ -34,3 +35,29 @@ def has_answer(answer: PleiasAnswer) -> bool:
 def visible_text(answer: PleiasAnswer) -> str:
     """The text to show for ``answer``: the clean answer, else the stripped raw output."""
     return answer.answer if has_answer(answer) else strip_markup(answer.raw)
+
+
+class VisibleText:
+    """Folds a stream's events into the text a reader sees — the one fold every adapter uses.
+
+    :meth:`step` returns what each event adds: an ``AnswerDelta``'s text, and on ``Finished``
+    the rest of :func:`visible_text` (nothing when the answer streamed; the stripped output
+    when the model wrote no answer). Joined, the steps equal ``visible_text(answer)``.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.answer: PleiasAnswer | None = None
+
+    def step(self, event: Event) -> str:
+        """The text ``event`` adds ("" for events that add none)."""
+        if isinstance(event, AnswerDelta):
+            delta = event.text
+        elif isinstance(event, Finished):
+            self.answer = event.answer
+            full = visible_text(event.answer)
+            delta = full[len(self.text) :] if full.startswith(self.text) else ""
+        else:
+            return ""
+        self.text += delta
+        return delta

@@ -69,9 +69,10 @@ def test_ask_json_then_render(
     assert main([*args, "--top-k", "2", "--max-new-tokens", "120", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     (cite,) = result["citations"]
-    assert cite["status"] == "verified" and cite["source"]["metadata"]["file"].endswith(
-        "eiffel.txt"
-    )
+    (source,) = [s for s in result["sources"] if s["id"] == cite["cited_id"]]
+    assert cite["status"] == "verified" and source["metadata"]["file"].endswith("eiffel.txt")
+    assert result["answer"][cite["answer_start"] : cite["answer_end"]] == "[1]"
+    assert source["text"][cite["source_start"] : cite["source_end"]] == cite["matched_text"]
     saved = tmp_path / "result.json"
     saved.write_text(json.dumps(result))
     page = tmp_path / "page.html"

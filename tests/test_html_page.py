@@ -39,9 +39,11 @@ def test_page_structure() -> None:
     assert '<section class="source" id="src-1">' in page
     assert '<mark title="[1]">completed in 1889</mark>' in page
     assert "misattributed" in page and "Unknown sources" in page
-    # The misattributed quote is shown where it is (a.txt), with the source it was cited as.
-    assert "“completed in 1889” (misattributed — cited as https://louvre.fr)" not in page
-    assert f"“completed in 1889” (misattributed — cited as {B.id})" in page
+    # The misattributed quote is shown where it is (a.txt), with the source it was cited as,
+    # named as in every view (source_label: its url here).
+    assert "“completed in 1889” (misattributed — cited as https://louvre.fr)" in page
+    assert "<h2>[1] a.txt</h2>" in page
+    assert '<h2>[2] <a href="https://louvre.fr">https://louvre.fr</a></h2>' in page
     assert '<mark title="[2]">the Mona Lisa</mark>' in page
     assert "Quotes not found in the sources" in page and "“no sculpture at all” (unverified" in page
     assert "&lt;and&gt;" in page and "<and>" not in page  # source text is escaped

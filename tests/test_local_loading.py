@@ -21,8 +21,8 @@ pytest.importorskip("transformers")
 
 import pleias_rag  # noqa: E402
 from pleias_rag import GenerationSettings  # noqa: E402
-from pleias_rag.dialects import detect_dialect  # noqa: E402
 from pleias_rag.backend import Backend  # noqa: E402
+from pleias_rag.dialects import detect_dialect  # noqa: E402
 from pleias_rag.local import (  # noqa: E402
     PleiasModel,
     _loading,

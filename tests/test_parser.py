@@ -167,8 +167,9 @@ def test_markdown_and_html_rendering() -> None:
     ans = parse_response(raw, [A, B])
     md = ans.to_markdown()
     assert md.startswith("Built by Eiffel[^1] in 1889[^2].")
-    assert f'[^1]: {B.id}: "designed and built"' in md
-    assert f'[^2]: {A.id} — T: "x <y>" (unverified)' in md
+    # Sources are named as in every view (source_label): title, else their first words.
+    assert "[^1]: Gustave Eiffel's company designed and built the tower in Pa…: \"designed" in md
+    assert '[^2]: T: "x <y>" (unverified)' in md
     html = ans.to_html()
     assert 'href="#src-1"' in html and "x &lt;y&gt;" in html
     assert "pleias-unverified" in html

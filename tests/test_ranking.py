@@ -17,11 +17,11 @@ def test_cited_then_mentioned_then_unused() -> None:
     assert [u.rank for u in uses] == [0, 1, 2, 3]
     assert uses[1].citations[0].status == "misattributed"
     (b, c) = cited_uses(ans)
-    assert b.annotations()["citations"][0]["start"] == 0
+    assert b.annotations()["citations"][0]["source_start"] == 0
     assert b.annotations()["citations"][0]["quote"] == "Beta text"
     assert c.source is C
     (entry,) = c.annotations()["citations"]
-    assert C.text[entry["start"] : entry["end"]] == entry["matched_text"] == "Gamma."
+    assert C.text[entry["source_start"] : entry["source_end"]] == entry["matched_text"] == "Gamma."
 
 
 def test_unknown_ids_never_attach_to_a_source() -> None:

@@ -11,8 +11,9 @@ from typing import Any, TextIO
 
 from ..answer import Citation, PleiasAnswer
 from ..fallback import has_answer, visible_text
-from ..html import render_page
 from ..sources import Source
+from ..views.html import render_page
+from ..views.labels import citation_label, source_label
 from .files import load_passages
 from .search import BM25Index
 
@@ -143,7 +144,8 @@ def format_answer(answer: PleiasAnswer) -> str:
         lines.append(f"  [{c.number}] {_MARK[c.status]} {c.status}  {_where(c)}")
         lines.append(f"      “{c.quote}”")
         if c.status == "misattributed" and c.found_in:
-            lines.append(f"      (the quote is in {_file(c.found_in[0])}, not in the source named)")
+            where = source_label(c.found_in[0])
+            lines.append(f"      (the quote is in {where}, not in the source named)")
         elif c.status == "approximate":
             lines.append(f"      the source says: “{c.matched_text}”")
         elif c.note:
@@ -158,15 +160,11 @@ def format_answer(answer: PleiasAnswer) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _file(src: Source) -> str:
-    return str(src.metadata.get("file") or src.title or src.id)
-
-
 def _where(c: Citation) -> str:
     src = c.source
     if src is None:
-        return f"unknown source id {c.source_id}"
-    where = _file(src)
+        return citation_label(c)
+    where = source_label(src)
     line = src.metadata.get("line")
     base = src.metadata.get("start")
     if isinstance(base, int) and c.source_start is not None and c.source_end is not None:

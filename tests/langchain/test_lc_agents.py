@@ -130,7 +130,7 @@ def test_agent_calls_the_tool_and_keeps_the_citations(hash_model: str) -> None:
     (cited,) = artifact["cited_documents"]
     assert cited.page_content == docs[0].page_content
     (quote,) = cited.metadata["pleias_citations"]
-    assert cited.page_content[quote["start"] : quote["end"]] == cite["cited_text"]
+    assert cited.page_content[quote["source_start"] : quote["source_end"]] == cite["cited_text"]
     assert state["messages"][3].content == "It was completed in 1889 [1]."
 
     # The final state, as the checkpointer saved it, still holds the citations.

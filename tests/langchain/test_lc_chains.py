@@ -99,7 +99,7 @@ def test_citations_map_back_to_the_retrieved_documents(
         assert doc.metadata["pleias_source_id"] == cite["id"]
         (quote,) = doc.metadata["pleias_citations"]
         assert quote["quote"] == cite["cited_text"]
-        assert doc.page_content[quote["start"] : quote["end"]] == quote["quote"]
+        assert doc.page_content[quote["source_start"] : quote["source_end"]] == quote["quote"]
         assert result["answer"][quote["answer_start"] : quote["answer_end"]] == "[1]"
     # The retrieved documents themselves are left untouched.
     assert all("relevance_score" not in d.metadata for d in result["context"])

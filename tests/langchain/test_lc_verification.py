@@ -12,7 +12,7 @@ from lc_support import ScriptedBackend, hash_output, ref
 
 from langchain_pleias import ChatPleias, PleiasReranker
 from langchain_pleias._compat import citation_block
-from langchain_pleias._convert import rebuild_answer
+from langchain_pleias._convert import documents_to_sources, rebuild_answer
 from pleias_rag import Source, parse_response
 from pleias_rag.sources import source_id
 
@@ -71,7 +71,7 @@ def test_misattributed_points_where_the_quote_is_and_ranks_it() -> None:
         ("Tower", 0.5),
     ]
     (entry,) = ranked[0].metadata["pleias_citations"]
-    assert BRIDGE.page_content[entry["start"] : entry["end"]] == entry["matched_text"]
+    assert BRIDGE.page_content[entry["source_start"] : entry["source_end"]] == entry["matched_text"]
     assert entry["status"] == "misattributed"
 
 
@@ -109,3 +109,43 @@ def test_annotations_round_trip_to_the_same_citations() -> None:
     blocks = [citation_block(c) for c in ans.citations]
     back = rebuild_answer(ans.answer, blocks, ans.mentioned_ids, sources)
     assert back.citations == ans.citations
+
+
+# Every status, and an unknown id whose quote is in a source (found_in, found_start/found_end).
+EVERY_STATUS = hash_output(
+    "x",
+    "a" + ref(TI, "completed in 1889")
+    + " b" + ref(TI, "The Eiffel Tower (…) for the World's Fair")
+    + " c" + ref(TI, "The Eiffel Tower was finished in 1889 for the World's Fair")
+    + " d" + ref(TI, "The bridge is not closed on Sundays") + " e" + ref(BI, "open all year")
+    + " f" + ref("ffffffffffffffff", "the tower opened in 1890")
+    + " g" + ref("eeeeeeeeeeeeeeee", "is not closed on Sundays")
+    + " h" + ref(BI, "the tower opened in 1890") + ".",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_reply_annotations_decode_to_the_same_citation_dicts(streamed: bool) -> None:
+    chat = ChatPleias(model=ScriptedBackend({QUERY: EVERY_STATUS}))
+    docs = [TOWER, BRIDGE]
+    if streamed:
+        reply: Any = None
+        for chunk in chat.stream(QUERY, documents=docs):
+            reply = chunk if reply is None else reply + chunk
+    else:
+        reply = chat.invoke(QUERY, documents=docs)
+    sources = documents_to_sources(docs)
+    expected = parse_response(EVERY_STATUS, sources, "hash", start="source_analysis", query=QUERY)
+    assert {c.status for c in expected.citations} == {
+        "verified", "approximate", "misattributed", "unverified", "unknown_source", "from_query",
+    }  # fmt: skip
+    unknown = [c for c in expected.citations if c.status == "unknown_source" and c.found_in]
+    assert unknown and unknown[0].found_start is not None
+    # The extras of each standard annotation are the core citation dict...
+    blocks = annotations(reply)
+    assert [b["extras"] for b in blocks] == [c.to_dict() for c in expected.citations]
+    # ... and decoding the reply gives back the same citations, pointing at the documents.
+    meta = reply.response_metadata
+    back = rebuild_answer(str(reply.content), blocks, meta["mentioned_source_ids"], sources)
+    assert [c.to_dict() for c in back.citations] == [c.to_dict() for c in expected.citations]
+    assert back.citations == expected.citations

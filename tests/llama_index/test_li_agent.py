@@ -89,7 +89,7 @@ async def test_tool_output_keeps_the_cited_response(
     (node,) = response.source_nodes
     assert node.node_id == "node-0"
     (c,) = node.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-    assert node.node.get_content()[c["start"] : c["end"]] == c["quote"]
+    assert node.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
     assert result.tool_output.content == response.response
     assert str(final.response.content) == "Found: The Eiffel Tower was completed in 1889[1]."
 

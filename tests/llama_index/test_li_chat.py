@@ -126,7 +126,8 @@ def test_a_follow_up_is_rewritten_retrieved_and_answered(hash_llm: PleiasLLM, ei
     (node,) = response.source_nodes
     assert node.node_id == "node-0"
     (c,) = node.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-    assert (c["status"], node.node.get_content()[c["start"] : c["end"]]) == ("verified", c["quote"])
+    words = node.node.get_content()[c["node_start"] : c["node_end"]]
+    assert (c["status"], words) == ("verified", c["quote"])
     # The memory keeps what the user said, not the rewrite.
     assert [m.content for m in chat.chat_history][-2:] == [FOLLOW_UP, str(response)]
 

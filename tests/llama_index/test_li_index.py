@@ -62,7 +62,7 @@ def check_cited(response: Any, ex: Example, node_ids: dict[str, str]) -> None:
     assert node.node_id == node_ids[ex.sources[0]]
     (c,) = node.node.metadata[PLEIAS_METADATA_KEY]["citations"]
     assert c["status"] == "verified"
-    assert node.node.get_content()[c["start"] : c["end"]] == c["quote"]
+    assert node.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
     assert c["quote"] == "It was completed in 1889 for the World's Fair."
     assert response.metadata["cited_node_ids"] == [node.node_id]
 
@@ -119,7 +119,7 @@ def test_two_citations_in_order_and_the_unused_node_left_out(
     assert [n.node_id for n in response.source_nodes] == [node_ids[t] for t in ex.sources[:2]]
     for node in response.source_nodes:
         (c,) = node.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-        assert node.node.get_content()[c["start"] : c["end"]] == c["quote"]
+        assert node.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
     assert CitationGroundingEvaluator().evaluate_response(response=response).passing
 
 
@@ -168,7 +168,7 @@ def test_numbered_dialect_maps_positions_to_nodes(
     assert [n.node_id for n in response.source_nodes] == ["n0", "n1"]
     for node in response.source_nodes:
         (c,) = node.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-        assert node.node.get_content()[c["start"] : c["end"]] == c["quote"]
+        assert node.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
 
     ex = numbered_examples["unknown_id"]  # cites source 7 of 1
     nodes = [NodeWithScore(node=TextNode(text=ex.sources[0], id_="bees"))]

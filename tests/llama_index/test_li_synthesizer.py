@@ -77,7 +77,7 @@ def test_only_cited_nodes_come_back_as_annotated_copies() -> None:
         assert info["node_id"] == original.node_id
         (c,) = info["citations"]
         assert c["status"] == "verified"
-        assert out.node.get_content()[c["start"] : c["end"]] == c["quote"]
+        assert out.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
         assert PLEIAS_METADATA_KEY in out.node.excluded_llm_metadata_keys
         assert PLEIAS_METADATA_KEY in out.node.excluded_embed_metadata_keys
         for mode in (MetadataMode.LLM, MetadataMode.EMBED):
@@ -115,7 +115,7 @@ def test_metadata_header_keeps_offsets_relative_to_the_body(header: Any) -> None
     assert backend.calls[-1][2][0].text == "title: Eiffel\n\n" + EIFFEL
     for out in response.source_nodes:
         (c,) = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-        assert out.node.get_content()[c["start"] : c["end"]] == c["quote"]
+        assert out.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
     cits = response.metadata["citations"]  # type: ignore[index]
     assert [EIFFEL[c["node_start"] : c["node_end"]] for c in cits][1] == cits[1]["quote"]
 
@@ -129,7 +129,7 @@ def test_a_quote_from_the_header_gets_no_offsets() -> None:
     (out,) = response.source_nodes
     (c,) = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
     assert c["status"] == "verified"
-    assert (c["start"], c["end"]) == (None, None)
+    assert (c["node_start"], c["node_end"]) == (None, None)
 
 
 def test_identical_texts_cite_every_node_and_a_repeated_node_once() -> None:
@@ -152,7 +152,7 @@ def test_documents_work_as_nodes() -> None:
     assert [n.node_id for n in response.source_nodes] == ["doc-1", "doc-0"]
     for out in response.source_nodes:
         (c,) = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
-        assert out.node.get_content()[c["start"] : c["end"]] == c["quote"]
+        assert out.node.get_content()[c["node_start"] : c["node_end"]] == c["quote"]
 
 
 def test_unknown_ids_map_to_no_node_and_misattribution_is_flagged() -> None:
@@ -175,7 +175,8 @@ def test_unknown_ids_map_to_no_node_and_misattribution_is_flagged() -> None:
     assert out.node_id == given[0].node_id
     (c,) = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
     assert c["status"] == "misattributed"
-    assert out.node.get_content()[c["start"] : c["end"]] == c["matched_text"] == "It was completed"
+    words = out.node.get_content()[c["node_start"] : c["node_end"]]
+    assert words == c["matched_text"] == "It was completed"
 
 
 def test_nodes_without_text_are_skipped_or_refused() -> None:

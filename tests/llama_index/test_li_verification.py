@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from llama_index_pleias import PLEIAS_METADATA_KEY, PleiasLLM, PleiasSynthesizer
+from pleias_rag import Citation, PleiasAnswer
 
 TOWER = "The Eiffel Tower was completed in 1889 for the World's Fair."
 BRIDGE = "The bridge is not closed on Sundays."
@@ -54,7 +55,7 @@ def test_synthesizer_shows_source_words_and_credits_the_real_node() -> None:
     assert sorted(out) == ["bridge", "tower"]  # the bridge node holds the misattributed quote
     for node in out.values():
         for c in node.node.metadata[PLEIAS_METADATA_KEY]["citations"]:
-            assert node.node.get_content()[c["start"] : c["end"]] == c["matched_text"]
+            assert node.node.get_content()[c["node_start"] : c["node_end"]] == c["matched_text"]
     statuses = [c["status"] for c in out["bridge"].node.metadata[PLEIAS_METADATA_KEY]["citations"]]
     assert statuses == ["misattributed"]  # the unverified quote credits nothing
 
@@ -79,3 +80,45 @@ def test_citation_blocks_carry_the_source_words() -> None:
     assert isinstance(unverified.cited_content, TextBlock)
     assert unverified.cited_content.text == "open all year"  # no source words: the quote
     assert "start_char_index" not in unverified.additional_location_info
+
+
+def test_metadata_citations_decode_to_the_same_citation_dicts() -> None:
+    def every_status(query: str, sources: Any) -> str:
+        s = by_text(sources)
+        tower, bridge = s[TOWER], s[BRIDGE]
+        return hash_output(
+            "x",
+            "a" + ref(tower, "completed in 1889")
+            + " b" + ref(tower, "The Eiffel Tower was finished in 1889 for the World's Fair")
+            + " c" + ref(tower, "The bridge is not closed on Sundays")
+            + " d" + ref(bridge, "open all year")
+            + " e" + ref("eeeeeeeeeeeeeeee", "is not closed on Sundays")
+            + " f" + ref(bridge, "the bridge opens at dawn, is that right") + ".",
+        )  # fmt: skip
+
+    nodes = [
+        NodeWithScore(node=TextNode(text=TOWER, id_="tower"), score=0.9),
+        NodeWithScore(node=TextNode(text=BRIDGE, id_="bridge"), score=0.8),
+    ]
+    query = "Claim: the bridge opens at dawn, is that right?"
+    synth = PleiasSynthesizer(PleiasLLM(ScriptedBackend(every_status)))
+    response = synth.synthesize(query, nodes)
+    assert response.metadata is not None
+    answer = response.metadata["pleias_answer"]
+    assert isinstance(answer, PleiasAnswer)
+    assert {c.status for c in answer.citations} == {
+        "verified", "approximate", "misattributed", "unverified", "unknown_source", "from_query",
+    }  # fmt: skip
+    # The response metadata holds the core citation dicts, with node keys added...
+    cited = response.metadata["citations"]
+    expected = [c.to_dict() for c in answer.citations]
+    assert [{k: c[k] for k in expected[0]} for c in cited] == expected
+    # ... which the core reads back to the same citations.
+    back = [Citation.from_dict(c, answer.sources) for c in cited]
+    assert back == list(answer.citations)
+    # Node metadata: the dicts of the citations each node holds, offsets in its body.
+    for node in response.source_nodes:
+        for c in node.node.metadata[PLEIAS_METADATA_KEY]["citations"]:
+            (same,) = [d for d in expected if d["answer_start"] == c["answer_start"]]
+            assert {k: c[k] for k in same} == same
+            assert node.node.get_content()[c["node_start"] : c["node_end"]] == c["matched_text"]
