@@ -20,7 +20,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.block_translators import register_translator
 
 from pleias_rag.answer import Citation, PleiasAnswer
-from pleias_rag.fallback import has_answer, visible_text
+from pleias_rag.fallback import has_answer, stream_rest, visible_text
 from pleias_rag.views.ranking import cited_uses
 
 from ._convert import prompt_tokens
@@ -131,7 +131,7 @@ def final_chunk(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) ->
     text when the model wrote no answer (the answer text itself was already streamed)."""
     extra, meta = message_parts(answer, model_name)
     return AIMessageChunk(
-        content="" if has_answer(answer) else visible_text(answer),
+        content=stream_rest(answer),
         additional_kwargs=extra,
         response_metadata=meta,
         usage_metadata=usage_,

@@ -154,6 +154,7 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     def invoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
+        """The answer, its cited documents and the question, for one input."""
         return self._call_with_config(self._invoke, input, config, **kwargs)
 
     def _invoke(
@@ -181,6 +182,7 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> dict[str, Any]:
+        """:meth:`invoke` without blocking the event loop."""
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
     async def _ainvoke(
@@ -210,6 +212,8 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     def stream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> Iterator[AddableDict]:
+        """The answer as it is generated, then the question, documents and citations; the
+        chunks add up to the :meth:`invoke` result."""
         parts = self._transform_stream_with_config(iter([input]), self._stream, config)
         yield from cast("Iterator[AddableDict]", parts)
 
@@ -242,6 +246,8 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
     ) -> AsyncIterator[AddableDict]:
+        """:meth:`stream` as an async iterator."""
+
         async def one() -> AsyncIterator[Any]:
             yield input
 

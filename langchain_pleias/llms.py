@@ -17,7 +17,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict
 
 from pleias_rag.answer import PleiasAnswer
-from pleias_rag.fallback import has_answer, visible_text
+from pleias_rag.fallback import stream_rest, visible_text
 from pleias_rag.parser import AnswerDelta, Finished
 from pleias_rag.sources import Source
 
@@ -84,6 +84,7 @@ class PleiasLLM(PleiasParams, BaseLLM):
         callbacks: Callbacks | list[Callbacks] = None,
         **kwargs: Any,
     ) -> LLMResult:
+        """Answers to ``prompts`` as one batch (cached prompts are not generated again)."""
         token = _CALL_SOURCES.set(_keys(kwargs.get("documents"), len(prompts)))
         try:
             return super().generate(prompts, stop, callbacks, **kwargs)
@@ -97,6 +98,7 @@ class PleiasLLM(PleiasParams, BaseLLM):
         callbacks: Callbacks | list[Callbacks] = None,
         **kwargs: Any,
     ) -> LLMResult:
+        """:meth:`generate` without blocking the event loop."""
         token = _CALL_SOURCES.set(_keys(kwargs.get("documents"), len(prompts)))
         try:
             return await super().agenerate(prompts, stop, callbacks, **kwargs)
@@ -235,6 +237,6 @@ def _chunk(event: object, backend: Any, query: str) -> GenerationChunk | None:
         return GenerationChunk(text=event.text)
     if isinstance(event, Finished):
         answer = event.answer
-        text = "" if has_answer(answer) else visible_text(answer)
+        text = stream_rest(answer)
         return GenerationChunk(text=text, generation_info=_info(answer, backend, query))
     return None

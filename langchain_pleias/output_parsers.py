@@ -70,6 +70,7 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     def model_post_init(self, context: Any, /) -> None:
+        """Check the documents and dialect when the parser is made, not at the first parse."""
         documents_to_sources(self.documents)  # fail early on bad documents
         if self.dialect not in (None, "hash", "numbered", MARKDOWN):
             raise ValueError(

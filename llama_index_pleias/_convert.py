@@ -22,7 +22,6 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, NodeWithScore
 
 from pleias_rag import Citation, PleiasAnswer, Source
-from pleias_rag.fallback import visible_text
 from pleias_rag.views.ranking import SourceUse
 
 logger = logging.getLogger(__name__)
@@ -327,13 +326,6 @@ def citation_dict(c: Citation, holder: Source | None = None) -> dict[str, Any]:
         found_node_end=found_end,
     )
     return data
-
-
-def final_delta(answer: PleiasAnswer, streamed: str) -> str:
-    """What a stream adds once it ends: nothing, or the fallback text of
-    :func:`pleias_rag.fallback.visible_text` when the model wrote no answer section."""
-    full = visible_text(answer)
-    return full[len(streamed) :] if full.startswith(streamed) else ""
 
 
 def answer_kwargs(answer: PleiasAnswer) -> dict[str, Any]:

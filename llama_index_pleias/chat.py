@@ -145,21 +145,25 @@ class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
     def chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
+        """Answer ``message`` (rewritten as a standalone question) with cited source nodes."""
         return _with_question(super().chat(message, chat_history))
 
     async def achat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> AgentChatResponse:
+        """:meth:`chat` without blocking the event loop."""
         return _with_question(await super().achat(message, chat_history))
 
     def stream_chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> StreamingAgentChatResponse:
+        """:meth:`chat`, the answer streamed."""
         return _linked(super().stream_chat(message, chat_history))
 
     async def astream_chat(
         self, message: str, chat_history: list[ChatMessage] | None = None
     ) -> StreamingAgentChatResponse:
+        """:meth:`stream_chat` without blocking the event loop."""
         return _linked(await super().astream_chat(message, chat_history))
 
 

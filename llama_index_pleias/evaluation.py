@@ -124,6 +124,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
         contexts: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> GroundingResult:
+        """Grade how well ``response`` is grounded in ``contexts`` by its checked citations."""
         return self.evaluate(query, response, contexts, **kwargs)
 
     def evaluate_response(
@@ -154,6 +155,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
     async def aevaluate_response(
         self, query: str | None = None, response: RESPONSE_TYPE | None = None, **kwargs: Any
     ) -> GroundingResult:
+        """Grade a query engine's response by the citations in its metadata."""
         return self.evaluate_response(query, response, **kwargs)
 
     # -- the check --

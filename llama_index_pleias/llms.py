@@ -24,14 +24,13 @@ from llama_index.core.llms.custom import CustomLLM
 
 from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer, Source
 from pleias_rag.backend import Backend, resolve_backend
-from pleias_rag.fallback import visible_text
+from pleias_rag.fallback import VisibleText, visible_text
 
 from ._convert import (
     DEFAULT_MODEL,
     answer_kwargs,
     chat_inputs,
     citation_blocks,
-    final_delta,
     gen_kwargs,
     to_sources,
 )
@@ -102,6 +101,7 @@ class PleiasLLM(CustomLLM):
 
     @classmethod
     def class_name(cls) -> str:
+        """The serialization name of this class."""
         return "PleiasLLM"
 
     @property
@@ -115,6 +115,7 @@ class PleiasLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
+        """Context window, output budget and model name, as LlamaIndex reads them."""
         backend = self.backend
         return LLMMetadata(
             context_window=backend.context_window,
@@ -164,6 +165,7 @@ class PleiasLLM(CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Answer ``prompt`` (sources from ``sources=``); citations in ``additional_kwargs``."""
         call = self._prepare(prompt, formatted, kwargs)
         return _completion(self.backend.answer(call.query, call.sources, **call.gen))
 
@@ -171,6 +173,7 @@ class PleiasLLM(CustomLLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
+        """:meth:`complete` without blocking the event loop."""
         call = self._prepare(prompt, formatted, kwargs)
         return _completion(await self.backend.aanswer(call.query, call.sources, **call.gen))
 
@@ -178,15 +181,14 @@ class PleiasLLM(CustomLLM):
     def stream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseGen:
+        """:meth:`complete`, the answer streamed; the last chunk carries the citations."""
         call = self._prepare(prompt, formatted, kwargs)
         events = self.backend.stream(call.query, call.sources, **call.gen)
 
         def gen() -> CompletionResponseGen:
-            text = ""
+            fold = VisibleText()
             for event in events:
-                out = _completion_chunk(event, text)
-                if out is not None:
-                    text = out.text
+                if (out := _completion_chunk(event, fold)) is not None:
                     yield out
 
         return gen()
@@ -195,15 +197,14 @@ class PleiasLLM(CustomLLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
+        """:meth:`stream_complete` without blocking the event loop."""
         call = self._prepare(prompt, formatted, kwargs)
         events = self.backend.astream(call.query, call.sources, **call.gen)
 
         async def gen() -> CompletionResponseAsyncGen:
-            text = ""
+            fold = VisibleText()
             async for event in events:
-                out = _completion_chunk(event, text)
-                if out is not None:
-                    text = out.text
+                if (out := _completion_chunk(event, fold)) is not None:
                     yield out
 
         return gen()
@@ -212,25 +213,26 @@ class PleiasLLM(CustomLLM):
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Answer the last user message from the conversation's ``CitableBlock`` sources."""
         call = self._prepare_chat(messages, kwargs)
         return _chat(self.backend.answer(call.query, call.sources, **call.gen))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """:meth:`chat` without blocking the event loop."""
         call = self._prepare_chat(messages, kwargs)
         return _chat(await self.backend.aanswer(call.query, call.sources, **call.gen))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """:meth:`chat`, the answer streamed; the last chunk carries the citations."""
         call = self._prepare_chat(messages, kwargs)
         events = self.backend.stream(call.query, call.sources, **call.gen)
 
         def gen() -> ChatResponseGen:
-            text = ""
+            fold = VisibleText()
             for event in events:
-                out = _chat_chunk(event, text)
-                if out is not None:
-                    text = out.message.content or ""
+                if (out := _chat_chunk(event, fold)) is not None:
                     yield out
 
         return gen()
@@ -239,15 +241,14 @@ class PleiasLLM(CustomLLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
+        """:meth:`stream_chat` without blocking the event loop."""
         call = self._prepare_chat(messages, kwargs)
         events = self.backend.astream(call.query, call.sources, **call.gen)
 
         async def gen() -> ChatResponseAsyncGen:
-            text = ""
+            fold = VisibleText()
             async for event in events:
-                out = _chat_chunk(event, text)
-                if out is not None:
-                    text = out.message.content or ""
+                if (out := _chat_chunk(event, fold)) is not None:
                     yield out
 
         return gen()
@@ -269,17 +270,17 @@ def _completion(answer: PleiasAnswer) -> CompletionResponse:
     )
 
 
-def _completion_chunk(event: Event, text: str) -> CompletionResponse | None:
+def _completion_chunk(event: Event, fold: VisibleText) -> CompletionResponse | None:
     """Answer text as it comes; the last chunk carries citations and the parsed answer."""
+    if not isinstance(event, (AnswerDelta, Finished)):
+        return None
+    delta = fold.step(event)
     if isinstance(event, AnswerDelta):
-        return CompletionResponse(text=text + event.text, delta=event.text)
-    if isinstance(event, Finished):
-        answer = event.answer
-        delta = final_delta(answer, text)
-        return CompletionResponse(
-            text=text + delta, delta=delta, additional_kwargs=answer_kwargs(answer), raw=answer
-        )
-    return None
+        return CompletionResponse(text=fold.text, delta=delta)
+    answer = event.answer
+    return CompletionResponse(
+        text=fold.text, delta=delta, additional_kwargs=answer_kwargs(answer), raw=answer
+    )
 
 
 def _message(answer: PleiasAnswer) -> ChatMessage:
@@ -295,16 +296,14 @@ def _chat(answer: PleiasAnswer) -> ChatResponse:
     )
 
 
-def _chat_chunk(event: Event, text: str) -> ChatResponse | None:
+def _chat_chunk(event: Event, fold: VisibleText) -> ChatResponse | None:
+    if not isinstance(event, (AnswerDelta, Finished)):
+        return None
+    delta = fold.step(event)
     if isinstance(event, AnswerDelta):
-        message = ChatMessage(role=MessageRole.ASSISTANT, content=text + event.text)
-        return ChatResponse(message=message, delta=event.text)
-    if isinstance(event, Finished):
-        answer = event.answer
-        return ChatResponse(
-            message=_message(answer),
-            delta=final_delta(answer, text),
-            raw=answer,
-            additional_kwargs=answer_kwargs(answer),
-        )
-    return None
+        message = ChatMessage(role=MessageRole.ASSISTANT, content=fold.text)
+        return ChatResponse(message=message, delta=delta)
+    answer = event.answer
+    return ChatResponse(
+        message=_message(answer), delta=delta, raw=answer, additional_kwargs=answer_kwargs(answer)
+    )

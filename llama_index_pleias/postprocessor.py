@@ -78,10 +78,12 @@ class PleiasReranker(BaseNodePostprocessor):
 
     @classmethod
     def class_name(cls) -> str:
+        """The serialization name of this class."""
         return "PleiasReranker"
 
     @property
     def llm(self) -> PleiasLLM:
+        """The Pleias LLM that ranks the nodes."""
         return self._llm
 
     def _prepare(

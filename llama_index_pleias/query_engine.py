@@ -259,6 +259,7 @@ class PleiasQueryEngineTool(QueryEngineTool):
     """
 
     def call(self, *args: Any, **kwargs: Any) -> ToolOutput:
+        """Answer the tool call's query; the cited nodes are the tool output's sources."""
         query = self._get_query_str(*args, **kwargs)
         response = self.query_engine.query(query)
         if isinstance(response, StreamingResponse):
@@ -266,6 +267,7 @@ class PleiasQueryEngineTool(QueryEngineTool):
         return self._output(query, response)
 
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
+        """:meth:`call` without blocking the event loop."""
         query = self._get_query_str(*args, **kwargs)
         response = await self.query_engine.aquery(query)
         if isinstance(response, AsyncStreamingResponse):

@@ -25,8 +25,8 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.types import RESPONSE_TEXT_TYPE
 from llama_index_instrumentation import get_dispatcher
 
-from pleias_rag import AnswerDelta, Finished, PleiasAnswer, Source
-from pleias_rag.fallback import visible_text
+from pleias_rag import Event, Finished, PleiasAnswer, Source
+from pleias_rag.fallback import VisibleText, visible_text
 from pleias_rag.views.ranking import source_uses
 
 from ._convert import (
@@ -37,7 +37,6 @@ from ._convert import (
     OnInvalid,
     annotated_copy,
     answer_kwargs,
-    final_delta,
     node_ids,
     nodes_to_sources,
 )
@@ -142,6 +141,7 @@ class PleiasSynthesizer(BaseSynthesizer):
 
     @property
     def streaming(self) -> bool:
+        """Whether :meth:`synthesize` streams the answer."""
         return self._streaming
 
     def _get_prompts(self) -> PromptDictType:
@@ -169,6 +169,7 @@ class PleiasSynthesizer(BaseSynthesizer):
         additional_source_nodes: Sequence[NodeWithScore] | None = None,
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
+        """Answer ``query`` from ``nodes``: the cited nodes (annotated copies) as source nodes."""
         bundle, converted = self._start(query, nodes)
         gen = self._pleias_llm.generation_kwargs(**response_kwargs)
         extra = list(additional_source_nodes or [])
@@ -195,6 +196,7 @@ class PleiasSynthesizer(BaseSynthesizer):
         additional_source_nodes: Sequence[NodeWithScore] | None = None,
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
+        """:meth:`synthesize` without blocking the event loop."""
         bundle, converted = self._start(query, nodes)
         gen = self._pleias_llm.generation_kwargs(**response_kwargs)
         extra = list(additional_source_nodes or [])
@@ -239,15 +241,10 @@ class PleiasSynthesizer(BaseSynthesizer):
         response = StreamingResponse(_nothing(), source_nodes=[], metadata={})
 
         def text() -> Generator[str, None, None]:
-            streamed = ""
+            fold = VisibleText()
             for event in events:
-                if isinstance(event, AnswerDelta):
-                    streamed += event.text
-                    yield event.text
-                elif isinstance(event, Finished):
-                    _fill(response, event.answer, converted, extra)
-                    if rest := final_delta(event.answer, streamed):
-                        yield rest
+                if delta := _step(fold, event, response, converted, extra):
+                    yield delta
 
         response.response_gen = text()
         return response
@@ -262,15 +259,10 @@ class PleiasSynthesizer(BaseSynthesizer):
         events = self._pleias_llm.backend.astream(query, converted.sources, **gen)
 
         async def text() -> AsyncGenerator[str, None]:
-            streamed = ""
+            fold = VisibleText()
             async for event in events:
-                if isinstance(event, AnswerDelta):
-                    streamed += event.text
-                    yield event.text
-                elif isinstance(event, Finished):
-                    _fill(response, event.answer, converted, extra)
-                    if rest := final_delta(event.answer, streamed):
-                        yield rest
+                if delta := _step(fold, event, response, converted, extra):
+                    yield delta
 
         response = AsyncStreamingResponse(text(), source_nodes=[], metadata={})
         return response
@@ -286,8 +278,8 @@ class PleiasSynthesizer(BaseSynthesizer):
         backend = self._pleias_llm.backend
         if not self._streaming:
             return visible_text(backend.answer(query_str, sources, **gen))
-        events = backend.stream(query_str, sources, **gen)
-        return (e.text for e in events if isinstance(e, AnswerDelta))
+        fold = VisibleText()
+        return (d for e in backend.stream(query_str, sources, **gen) if (d := fold.step(e)))
 
     async def aget_response(
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
@@ -298,14 +290,22 @@ class PleiasSynthesizer(BaseSynthesizer):
         backend = self._pleias_llm.backend
         if not self._streaming:
             return visible_text(await backend.aanswer(query_str, sources, **gen))
+        fold = VisibleText()
         events = backend.astream(query_str, sources, **gen)
+        return (d async for e in events if (d := fold.step(e)))
 
-        async def text() -> AsyncGenerator[str, None]:
-            async for e in events:
-                if isinstance(e, AnswerDelta):
-                    yield e.text
 
-        return text()
+def _step(
+    fold: VisibleText,
+    event: Event,
+    response: StreamingResponse | AsyncStreamingResponse,
+    converted: NodeSources,
+    extra: list[NodeWithScore],
+) -> str:
+    """The text ``event`` adds; the answer fills the response's nodes and metadata first."""
+    if isinstance(event, Finished):
+        _fill(response, event.answer, converted, extra)
+    return fold.step(event)
 
 
 def _nothing() -> Generator[str, None, None]:

@@ -37,12 +37,17 @@ def visible_text(answer: PleiasAnswer) -> str:
     return answer.answer if has_answer(answer) else strip_markup(answer.raw)
 
 
+def stream_rest(answer: PleiasAnswer) -> str:
+    """What the end of a stream adds to the streamed answer deltas: nothing when the model
+    wrote an answer, else the fallback text (so a stream shows what ``visible_text`` shows)."""
+    return "" if has_answer(answer) else visible_text(answer)
+
+
 class VisibleText:
     """Folds a stream's events into the text a reader sees — the one fold every adapter uses.
 
     :meth:`step` returns what each event adds: an ``AnswerDelta``'s text, and on ``Finished``
-    the rest of :func:`visible_text` (nothing when the answer streamed; the stripped output
-    when the model wrote no answer). Joined, the steps equal ``visible_text(answer)``.
+    :func:`stream_rest`. :attr:`text` is all of it so far.
     """
 
     def __init__(self) -> None:
@@ -55,8 +60,7 @@ class VisibleText:
             delta = event.text
         elif isinstance(event, Finished):
             self.answer = event.answer
-            full = visible_text(event.answer)
-            delta = full[len(self.text) :] if full.startswith(self.text) else ""
+            delta = stream_rest(event.answer)
         else:
             return ""
         self.text += delta

@@ -229,3 +229,21 @@ def test_the_serving_doc_engine_works_with_class_attributes() -> None:
 
     answer = Backend(MyEngine()).answer("When?", [EIFFEL])
     assert answer.answer == "It opened in 1889." and answer.dialect == "numbered"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        output(EIFFEL.id),  # an answer: the deltas are it, the end adds nothing
+        "The analysis was cut off by the token lim",  # no answer: the end adds the fallback
+    ],
+)
+def test_the_one_stream_fold_shows_what_visible_text_shows(raw: str) -> None:
+    from pleias_rag.fallback import VisibleText, visible_text
+
+    backend = Backend(ScriptedEngine({"When?": raw}, chunk=3))
+    fold = VisibleText()
+    steps = [fold.step(e) for e in backend.stream("When?", [EIFFEL])]
+    answer = backend.answer("When?", [EIFFEL])
+    assert "".join(steps) == fold.text == visible_text(answer) != ""
+    assert fold.answer == answer
