@@ -7,7 +7,11 @@ parsing and quote verification, and generation backends.
 from typing import TYPE_CHECKING, Any
 
 from .answer import Citation, CitationStatus, FinishReason, MatchKind, PleiasAnswer
+from .backend import Backend, resolve_backend
 from .dialects import CONTEXT_WINDOW, DIALECTS, Dialect, check_dialect, special_tokens
+from .engine import Completion, Engine
+from .errors import InvalidArgument, InvalidType, PleiasError, PromptTooLong
+from .generation import GenerationSettings
 from .parser import (
     AnswerDelta,
     CitationCompleted,
@@ -20,20 +24,16 @@ from .parser import (
     parse_response,
 )
 from .prompt import Segment, escape_text, prompt_ids, prompt_segments, render_prompt
+from .scripted import ScriptedEngine
 from .sources import Source, SourceGroup, group_sources, make_sources, source_id
+from .tokens import EncodedPrompt
 from .verify import QuoteMatch, locate_quote
 
 if TYPE_CHECKING:
-    from .backend import Backend
-    from .generation import GenerationSettings
     from .local import PleiasModel
 
 # Imported on first access, so `import pleias_rag` does not import torch.
-_LAZY = {
-    "Backend": "pleias_rag.backend",
-    "GenerationSettings": "pleias_rag.generation",
-    "PleiasModel": "pleias_rag.local",
-}
+_LAZY = {"PleiasModel": "pleias_rag.local"}
 
 
 def __getattr__(name: str) -> Any:
@@ -55,15 +55,23 @@ __all__ = [
     "Citation",
     "CitationCompleted",
     "CitationStatus",
+    "Completion",
     "Dialect",
+    "EncodedPrompt",
+    "Engine",
     "Event",
     "FinishReason",
     "Finished",
     "GenerationSettings",
+    "InvalidArgument",
+    "InvalidType",
     "MatchKind",
     "PleiasAnswer",
+    "PleiasError",
     "PleiasModel",
+    "PromptTooLong",
     "QuoteMatch",
+    "ScriptedEngine",
     "SectionEnded",
     "SectionStarted",
     "Segment",
@@ -80,6 +88,7 @@ __all__ = [
     "prompt_ids",
     "prompt_segments",
     "render_prompt",
+    "resolve_backend",
     "source_id",
     "special_tokens",
 ]
