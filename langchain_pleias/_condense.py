@@ -17,6 +17,8 @@ from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from pleias_rag.errors import InvalidArgument
+
 #: Key of the rewritten question in ``response_metadata`` and in the chain's output.
 STANDALONE_KEY = "standalone_question"
 #: Name of the rewriting run in traces.
@@ -53,13 +55,13 @@ def check_prompt(prompt: BasePromptTemplate[Any] | None) -> BasePromptTemplate[A
     if prompt is None:
         return None
     if not isinstance(prompt, BasePromptTemplate):
-        raise ValueError(
+        raise InvalidArgument(
             "condense_prompt must be a LangChain prompt template (ChatPromptTemplate or "
             f"PromptTemplate), got {type(prompt).__name__}"
         )
     variables = set(prompt.input_variables)
     if "question" not in variables or not variables <= PROMPT_VARIABLES:
-        raise ValueError(
+        raise InvalidArgument(
             "condense_prompt must take the variables 'question' and optionally "
             f"'chat_history', got {sorted(variables)}"
         )
@@ -76,9 +78,11 @@ def check_llm(llm: object) -> Runnable[Any, Any] | None:
     if llm is None:
         return None
     if not isinstance(llm, Runnable):
-        raise ValueError(f"condense_llm must be a LangChain chat model, got {type(llm).__name__}")
+        raise InvalidArgument(
+            f"condense_llm must be a LangChain chat model, got {type(llm).__name__}"
+        )
     if getattr(llm, "_llm_type", None) in ("pleias-chat", "pleias"):
-        raise ValueError(
+        raise InvalidArgument(
             "condense_llm must be a general chat model: a Pleias model answers from sources "
             "and does not rewrite questions"
         )
@@ -104,14 +108,14 @@ def history_messages(value: object, *, key: str) -> list[BaseMessage]:
     if value is None:
         return []
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise ValueError(
+        raise InvalidArgument(
             f"{key!r} must be a list of messages (or (role, text) pairs), "
             f"got {type(value).__name__}"
         )
     try:
         messages = convert_to_messages(value)
     except (ValueError, NotImplementedError) as exc:
-        raise ValueError(f"{key!r} is not a list of messages: {exc}") from exc
+        raise InvalidArgument(f"{key!r} is not a list of messages: {exc}") from exc
     return [m for m in messages if m.type in ("human", "ai") and _text(m).strip()]
 
 

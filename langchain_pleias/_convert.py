@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.backend import Backend, resolve_backend
 from pleias_rag.dialects import check_dialect
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.sources import Source
 from pleias_rag.views.ranking import SourceUse
 
@@ -48,19 +49,19 @@ def documents_to_sources(documents: object, *, argument: str = "documents") -> l
     if isinstance(documents, (str, bytes, Document, Mapping)) or not isinstance(
         documents, Sequence
     ):
-        raise ValueError(
+        raise InvalidArgument(
             f"{argument}= must be a list of langchain_core.documents.Document, "
             f"got {type(documents).__name__}"
         )
     sources = []
     for i, doc in enumerate(documents):
         if not isinstance(doc, Document):
-            raise ValueError(
+            raise InvalidArgument(
                 f"{argument}[{i}] is a {type(doc).__name__}: give "
                 "langchain_core.documents.Document objects (Document(page_content=...))"
             )
         if not doc.page_content.strip():
-            raise ValueError(
+            raise InvalidArgument(
                 f"{argument}[{i}] has an empty page_content: give every document some text, "
                 "or leave it out"
             )
@@ -89,7 +90,7 @@ def split_messages(messages: Sequence[BaseMessage]) -> tuple[str, list[Source]]:
     """
     humans = [m for m in messages if m.type == "human"]
     if not humans:
-        raise ValueError(
+        raise InvalidArgument(
             "ChatPleias needs a human message: the query is the last human message's text "
             f"(got {[m.type for m in messages]})"
         )
@@ -105,15 +106,15 @@ def split_messages(messages: Sequence[BaseMessage]) -> tuple[str, list[Source]]:
                 if last:
                     query_parts.append(str(block.get("text", "")))
             elif kind in _MEDIA_BLOCKS:
-                raise ValueError(
+                raise InvalidArgument(
                     f"Pleias models read text only, but a human message has a {kind!r} "
                     "block: pass documents as text-plain blocks or with documents=[Document]"
                 )
             else:
-                raise ValueError(f"unsupported content block type {kind!r} in a human message")
+                raise InvalidArgument(f"unsupported content block type {kind!r} in a human message")
     query = "\n".join(p for p in query_parts if p.strip())
     if not query.strip():
-        raise ValueError(
+        raise InvalidArgument(
             "the last human message has no text: the query is the last human message's text"
         )
     return query, sources
@@ -125,14 +126,16 @@ def _block_source(block: Mapping[str, Any]) -> Source:
         try:
             text = base64.b64decode(block["base64"]).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"a text-plain block's base64 is not UTF-8 text: {exc}") from exc
+            raise InvalidArgument(f"a text-plain block's base64 is not UTF-8 text: {exc}") from exc
     if text is None:
-        raise ValueError(
+        raise InvalidArgument(
             "a text-plain block has no text (url/file_id are not fetched): give the text "
             "with create_plaintext_block(text=...)"
         )
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("a text-plain block has empty text: give it some text, or leave it out")
+        raise InvalidArgument(
+            "a text-plain block has empty text: give it some text, or leave it out"
+        )
     metadata: dict[str, Any] = dict(block.get("extras") or {})
     for key in ("title", "context", "url"):
         if block.get(key) is not None:
@@ -179,7 +182,7 @@ class PleiasParams(BaseModel):
         if "max_new_tokens" in values:
             new = values.pop("max_new_tokens")
             if values.get("max_tokens", new) != new:
-                raise ValueError("give max_tokens or max_new_tokens, not both")
+                raise InvalidArgument("give max_tokens or max_new_tokens, not both")
             values["max_tokens"] = new
         return values
 
@@ -195,11 +198,13 @@ class PleiasParams(BaseModel):
             value = os.fspath(value)
         if isinstance(value, str):
             if not value.strip():
-                raise ValueError("model is empty: give a Hugging Face id, a folder or a backend")
+                raise InvalidArgument(
+                    "model is empty: give a Hugging Face id, a folder or a backend"
+                )
             return value
         if isinstance(value, Backend):
             return value
-        raise ValueError(
+        raise InvalidArgument(
             "model must be a Hugging Face id, a folder or a pleias_rag Backend (PleiasModel, "
             f"RemoteBackend, or Backend(engine) over your own engine), got {type(value).__name__}"
         )
@@ -269,7 +274,7 @@ def prompt_tokens(
 def unexpected_kwargs(owner: str, kwargs: Mapping[str, Any]) -> None:
     """Raise for call arguments left over once the known ones are consumed."""
     if kwargs:
-        raise ValueError(
+        raise InvalidArgument(
             f"{owner} got unexpected argument(s) {sorted(kwargs)}: it accepts documents=, "
             f"model=, stop= and {sorted(GENERATION_KWARGS)}"
         )

@@ -19,6 +19,7 @@ from langchain_core.runnables.utils import AddableDict
 from pydantic import ConfigDict, field_validator
 
 from pleias_rag.backend import Backend
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.views.ranking import cited_uses
 
 from ._condense import (
@@ -64,15 +65,15 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     def _question(self, value: Any) -> str:
         if isinstance(value, Mapping):
             if self.input_key not in value:
-                raise ValueError(
+                raise InvalidArgument(
                     f"the chain input has no {self.input_key!r} key: give a question string "
                     f"or {{{self.input_key!r}: question}} (got keys {sorted(value)})"
                 )
             value = value[self.input_key]
         if not isinstance(value, str):
-            raise ValueError(f"the question must be a str, got {type(value).__name__}")
+            raise InvalidArgument(f"the question must be a str, got {type(value).__name__}")
         if not value.strip():
-            raise ValueError("the question is empty")
+            raise InvalidArgument("the question is empty")
         return value
 
     def _history(self, value: Any) -> list[BaseMessage]:
@@ -83,7 +84,7 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
             else []
         )
         if history and self.condense_llm is None:
-            raise ValueError(
+            raise InvalidArgument(
                 f"the chain input has a {self.history_key!r} but the chain has no "
                 "condense_llm: a follow-up question cannot be answered without its "
                 "conversation; give create_pleias_rag_chain(..., condense_llm=chat_model)"
@@ -293,7 +294,7 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
 
 def _single(values: Sequence[Any]) -> Any:
     if len(values) != 1:
-        raise ValueError(f"the chain takes one question per run, got {len(values)} inputs")
+        raise InvalidArgument(f"the chain takes one question per run, got {len(values)} inputs")
     return values[0]
 
 
@@ -385,14 +386,14 @@ def create_pleias_rag_chain(
         ('When was the Eiffel Tower completed?', 'The Eiffel Tower was completed in 1889[1].')
     """
     if isinstance(llm, BaseLLM):
-        raise ValueError(
+        raise InvalidArgument(
             "create_pleias_rag_chain needs a chat model that returns citations: "
             "use ChatPleias(model=...) rather than a text-completion LLM"
         )
     if isinstance(llm, (str, Backend)):
         llm = ChatPleias(model=llm)
     if not isinstance(llm, Runnable):
-        raise ValueError(f"llm must be a ChatPleias, got {type(llm).__name__}")
+        raise InvalidArgument(f"llm must be a ChatPleias, got {type(llm).__name__}")
     return PleiasRAGChain(
         retriever=retriever,
         llm=llm,

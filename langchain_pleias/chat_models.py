@@ -18,6 +18,7 @@ from pydantic import ConfigDict, field_validator
 
 from pleias_rag.answer import PleiasAnswer
 from pleias_rag.backend import Backend
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.parser import AnswerDelta, Event, Finished
 from pleias_rag.sources import Source
 
@@ -319,7 +320,7 @@ class ChatPleias(PleiasParams, BaseChatModel):
                 have no query.
         """
         if tools:
-            raise ValueError("Pleias models do not call tools")
+            raise InvalidArgument("Pleias models do not call tools")
         query, sources = split_messages(messages)
         return prompt_tokens(self._get_backend(), query, sources, self._generation(None, {}))
 

@@ -17,6 +17,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict
 
 from pleias_rag.answer import PleiasAnswer
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.fallback import stream_rest, visible_text
 from pleias_rag.parser import AnswerDelta, Finished
 from pleias_rag.sources import Source
@@ -204,7 +205,7 @@ def _per_prompt(documents: object, n: int) -> list[list[Source]]:
         and all(isinstance(d, (list, tuple)) for d in documents)
     ):
         if len(documents) != n:
-            raise ValueError(
+            raise InvalidArgument(
                 f"documents= has {len(documents)} lists for {n} prompts: give one list of "
                 "documents for all prompts, or one list per prompt"
             )

@@ -14,6 +14,7 @@ from pydantic import ConfigDict, Field
 
 from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.dialects import MARKDOWN
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.parser import (
     SECTIONS,
     AnswerDelta,
@@ -73,13 +74,13 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
         """Check the documents and dialect when the parser is made, not at the first parse."""
         documents_to_sources(self.documents)  # fail early on bad documents
         if self.dialect not in (None, "hash", "numbered", MARKDOWN):
-            raise ValueError(
+            raise InvalidArgument(
                 f"unknown dialect {self.dialect!r}: use 'hash', 'numbered', 'markdown' or None"
             )
         if self.start is not None and self.start not in SECTIONS:
-            raise ValueError(f"unknown section {self.start!r}: use one of {sorted(SECTIONS)}")
+            raise InvalidArgument(f"unknown section {self.start!r}: use one of {sorted(SECTIONS)}")
         if self.diff:
-            raise ValueError(
+            raise InvalidArgument(
                 "PleiasOutputParser streams whole partial answers: diff is not supported"
             )
 
@@ -101,7 +102,7 @@ class PleiasOutputParser(BaseCumulativeTransformOutputParser[PleiasAnswer]):
         """Parse the text of the first generation (partial or not, the parse is the same:
         a partial output reads as one cut off by the token limit)."""
         if not result:
-            raise ValueError("no generation to parse")
+            raise InvalidArgument("no generation to parse")
         return self.parse(result[0].text)
 
     def get_format_instructions(self) -> str:

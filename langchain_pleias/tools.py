@@ -21,6 +21,7 @@ from langchain_core.tools import ArgsSchema, BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from pleias_rag.backend import Backend
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.views.plain import answer_with_sources
 
 from ._convert import documents_to_sources, rebuild_answer
@@ -131,7 +132,7 @@ class PleiasRAGTool(BaseTool):
         """
         artifact = message.artifact if isinstance(message, ToolMessage) else message
         if not isinstance(artifact, Mapping) or "citations" not in artifact:
-            raise ValueError("not the artifact of a PleiasRAGTool message")
+            raise InvalidArgument("not the artifact of a PleiasRAGTool message")
         out = dict(artifact)
         for key in ("context", "cited_documents"):
             if key in out:

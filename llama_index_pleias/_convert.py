@@ -22,6 +22,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, NodeWithScore
 
 from pleias_rag import Citation, PleiasAnswer, Source
+from pleias_rag.errors import InvalidArgument, InvalidType
 from pleias_rag.views.ranking import SourceUse
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def gen_kwargs(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
     for key, value in overrides.items():
         name = "max_new_tokens" if key == "max_tokens" else key
         if name not in GEN_KWARGS:
-            raise TypeError(
+            raise InvalidType(
                 f"unexpected keyword argument {key!r}: generation takes {', '.join(GEN_KWARGS)}"
                 " (and sources=...)"
             )
@@ -117,7 +118,7 @@ def _header(node: BaseNode, header: MetadataHeader) -> str:
     elif callable(header):
         text = header(node)
     elif isinstance(header, str):
-        raise TypeError("metadata_header takes a list of keys, not a single string")
+        raise InvalidType("metadata_header takes a list of keys, not a single string")
     else:
         text = "\n".join(f"{k}: {node.metadata[k]}" for k in header if k in node.metadata)
     text = text.strip()
@@ -129,7 +130,7 @@ def _as_node_with_score(item: object, i: int) -> NodeWithScore:
         return item
     if isinstance(item, BaseNode):
         return NodeWithScore(node=item)
-    raise TypeError(f"node {i} is a {type(item).__name__}; give NodeWithScore or node objects")
+    raise InvalidType(f"node {i} is a {type(item).__name__}; give NodeWithScore or node objects")
 
 
 def nodes_to_sources(
@@ -157,7 +158,7 @@ def nodes_to_sources(
             kind = "image node without text" if _is_image(node) else "node without text"
             reason = f"{kind} (Pleias models read text only)"
             if on_invalid == "raise":
-                raise ValueError(f"node {i} ({node.node_id}): {reason}")
+                raise InvalidArgument(f"node {i} ({node.node_id}): {reason}")
             logger.warning("skipping node %s: %s", node.node_id, reason)
             out.skipped.append((nws, reason))
             continue
@@ -173,14 +174,14 @@ def to_sources(items: Iterable[object] | None) -> list[Source]:
     if items is None:
         return []
     if isinstance(items, (str, bytes)):
-        raise TypeError("sources must be a list, not a single string")
+        raise InvalidType("sources must be a list, not a single string")
     out: list[Source] = []
     for i, item in enumerate(items):
         if isinstance(item, Source):
             out.append(item)
         elif isinstance(item, str):
             if not item.strip():
-                raise ValueError(f"source {i} is empty: give every source some text")
+                raise InvalidArgument(f"source {i} is empty: give every source some text")
             out.append(Source(item))
         elif isinstance(item, CitableBlock):
             out.append(citable_to_source(item))
@@ -188,7 +189,7 @@ def to_sources(items: Iterable[object] | None) -> list[Source]:
             converted = nodes_to_sources([item], on_invalid="raise")
             out.extend(converted.sources)
         else:
-            raise TypeError(
+            raise InvalidType(
                 f"source {i} is a {type(item).__name__}; give str, pleias_rag.Source, "
                 "a node, a NodeWithScore or a CitableBlock"
             )
@@ -202,7 +203,9 @@ def citable_to_source(block: CitableBlock) -> Source:
     """A ``CitableBlock`` as a source: its text blocks joined; title and source kept."""
     text = "\n".join(b.text for b in block.content if isinstance(b, TextBlock))
     if not text.strip():
-        raise ValueError(f"CitableBlock {block.title!r} has no text (Pleias models read text only)")
+        raise InvalidArgument(
+            f"CitableBlock {block.title!r} has no text (Pleias models read text only)"
+        )
     metadata: dict[str, Any] = {"title": block.title, "source": block.source}
     if block.source.startswith(("http://", "https://")):
         metadata["url"] = block.source
@@ -218,7 +221,7 @@ def chat_inputs(messages: Sequence[ChatMessage]) -> tuple[str, list[Source]]:
             query = "\n".join(b.text for b in message.blocks if isinstance(b, TextBlock))
             break
     if query is None or not query.strip():
-        raise ValueError("chat needs a user message with text: it is the query")
+        raise InvalidArgument("chat needs a user message with text: it is the query")
     sources: list[Source] = []
     seen: set[tuple[str, str, str]] = set()
     for message in messages:
@@ -355,7 +358,7 @@ def annotated_copy(use: SourceUse) -> NodeWithScore:
     """
     ref = use.source.ref
     if not isinstance(ref, NodeRef):
-        raise TypeError("this source was not made from a node")
+        raise InvalidType("this source was not made from a node")
     copy = ref.node.model_copy(deep=True)
     info = use.annotations()
     info["citations"] = [citation_dict(c, use.source) for c in use.citations]

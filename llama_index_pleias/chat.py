@@ -23,6 +23,8 @@ from llama_index.core.memory import BaseMemory, Memory
 from llama_index.core.prompts.base import BasePromptTemplate
 from llama_index.core.settings import Settings
 
+from pleias_rag.errors import InvalidArgument, InvalidType
+
 from .llms import PleiasLLM
 
 #: Key of the rewritten question in a chat response's ``metadata``.
@@ -100,17 +102,17 @@ class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
     ) -> PleiasCondenseChatEngine:
         """See :func:`condense_chat_engine`."""
         if not isinstance(query_engine, BaseQueryEngine):
-            raise TypeError(
+            raise InvalidType(
                 f"query_engine must be a LlamaIndex query engine (a PleiasQueryEngine), "
                 f"got {type(query_engine).__name__}"
             )
         if isinstance(condense_llm, PleiasLLM):
-            raise TypeError(
+            raise InvalidType(
                 "condense_llm must be a general LLM: a Pleias model answers from sources and "
                 "does not rewrite questions"
             )
         if not isinstance(condense_llm, LLM):
-            raise TypeError(
+            raise InvalidType(
                 f"condense_llm must be a LlamaIndex LLM, got {type(condense_llm).__name__} "
                 "(it is never taken from Settings.llm)"
             )
@@ -120,7 +122,7 @@ class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
                 token_limit=max(256, condense_llm.metadata.context_window - 256),
             )
         elif chat_history:
-            raise ValueError("give chat_history or memory, not both")
+            raise InvalidArgument("give chat_history or memory, not both")
         return cls(
             query_engine,
             condense_prompt or DEFAULT_PROMPT,

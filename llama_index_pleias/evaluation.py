@@ -13,6 +13,7 @@ from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import MetadataMode
 
 from pleias_rag import Source, parse_response
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.verify import locate_quote
 
 
@@ -79,7 +80,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
         self, *, fuzzy: bool = False, require_citations: bool = True, threshold: float = 1.0
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError("threshold must be between 0 and 1")
+            raise InvalidArgument("threshold must be between 0 and 1")
         self.fuzzy = fuzzy
         self.require_citations = require_citations
         self.threshold = threshold

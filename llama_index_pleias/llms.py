@@ -24,6 +24,7 @@ from llama_index.core.llms.custom import CustomLLM
 
 from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer, Source
 from pleias_rag.backend import Backend, resolve_backend
+from pleias_rag.errors import InvalidType
 from pleias_rag.fallback import VisibleText, visible_text
 
 from ._convert import (
@@ -129,7 +130,7 @@ class PleiasLLM(CustomLLM):
         """A copy with other settings (validated), sharing this one's backend when resolved."""
         unknown = set(settings) - set(type(self).model_fields)
         if unknown:
-            raise TypeError(f"unknown PleiasLLM settings: {sorted(unknown)}")
+            raise InvalidType(f"unknown PleiasLLM settings: {sorted(unknown)}")
         current = {
             name: getattr(self, name)
             for name in type(self).model_fields

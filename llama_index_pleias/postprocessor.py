@@ -10,6 +10,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from pleias_rag import PleiasAnswer
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.views.ranking import SourceUse, source_uses
 
 from ._convert import (
@@ -90,7 +91,7 @@ class PleiasReranker(BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
     ) -> tuple[str, NodeSources, dict[str, Any]] | None:
         if query_bundle is None:
-            raise ValueError("PleiasReranker needs the query: pass query_bundle or query_str")
+            raise InvalidArgument("PleiasReranker needs the query: pass query_bundle or query_str")
         converted = nodes_to_sources(nodes)
         if not converted.sources:
             return None

@@ -22,6 +22,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.tools import QueryEngineTool, ToolMetadata, ToolOutput
 
 from pleias_rag import PleiasAnswer
+from pleias_rag.errors import InvalidArgument, InvalidType
 from pleias_rag.views.plain import NONE_CITED, answer_with_sources
 
 from ._convert import DEFAULT_MODEL
@@ -77,7 +78,7 @@ class PleiasQueryEngine(RetrieverQueryEngine):
         callback_manager: CallbackManager | None = None,
     ) -> None:
         if not isinstance(response_synthesizer, PleiasSynthesizer):
-            raise TypeError("PleiasQueryEngine answers with a PleiasSynthesizer")
+            raise InvalidType("PleiasQueryEngine answers with a PleiasSynthesizer")
         super().__init__(
             retriever=retriever,
             response_synthesizer=response_synthesizer,
@@ -187,7 +188,7 @@ class PleiasQueryEngine(RetrieverQueryEngine):
         and listed in ``metadata["dropped_node_ids"]``).
         """
         if similarity_top_k < 1:
-            raise ValueError("similarity_top_k must be at least 1")
+            raise InvalidArgument("similarity_top_k must be at least 1")
         retriever = index.as_retriever(
             similarity_top_k=similarity_top_k, **(retriever_kwargs or {})
         )

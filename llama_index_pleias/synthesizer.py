@@ -26,6 +26,7 @@ from llama_index.core.types import RESPONSE_TEXT_TYPE
 from llama_index_instrumentation import get_dispatcher
 
 from pleias_rag import Event, Finished, PleiasAnswer, Source
+from pleias_rag.errors import InvalidArgument
 from pleias_rag.fallback import VisibleText, visible_text
 from pleias_rag.views.ranking import source_uses
 
@@ -119,7 +120,7 @@ class PleiasSynthesizer(BaseSynthesizer):
         **llm_kwargs: Any,
     ) -> None:
         if on_invalid_node not in ("skip", "raise"):
-            raise ValueError("on_invalid_node must be 'skip' or 'raise'")
+            raise InvalidArgument("on_invalid_node must be 'skip' or 'raise'")
         llm = _as_llm(model, llm_kwargs)
         super().__init__(
             llm=llm,

@@ -21,6 +21,7 @@ from ._answer_builder import strip_quote as strip_quote
 from .answer import Citation, FinishReason, PleiasAnswer
 from .citing import Resolver
 from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
+from .errors import InvalidArgument, InvalidType
 from .lexer import Lexer, Token
 from .sources import Source
 
@@ -201,15 +202,17 @@ class StreamParser:
         query: str = "",
     ) -> None:
         if dialect is not None and dialect not in _OUTPUT_DIALECTS:
-            raise ValueError(f"unknown dialect {dialect!r}: use one of {_OUTPUT_DIALECTS} or None")
+            raise InvalidArgument(
+                f"unknown dialect {dialect!r}: use one of {_OUTPUT_DIALECTS} or None"
+            )
         if start is not None and start not in SECTIONS:
-            raise ValueError(f"unknown section {start!r}: use one of {sorted(SECTIONS)}")
+            raise InvalidArgument(f"unknown section {start!r}: use one of {sorted(SECTIONS)}")
         self._given = dialect
         # None until the text shows it. A <|...|> section marker makes it hash, presumed only:
         # not markdown, and numbered if numbered-only evidence follows.
         self._detected: str | None = None
         if not isinstance(query, str):
-            raise TypeError(f"query must be the question (str), got {type(query).__name__}")
+            raise InvalidType(f"query must be the question (str), got {type(query).__name__}")
         self._sources = tuple(sources)
         self._resolver = Resolver(self._sources, query)
         self._lexer = Lexer()
@@ -235,7 +238,7 @@ class StreamParser:
         if self._result is not None:
             raise RuntimeError("this StreamParser is closed; make a new one per output")
         if not isinstance(chunk, str):
-            raise TypeError(f"feed() takes str chunks, got {type(chunk).__name__}")
+            raise InvalidType(f"feed() takes str chunks, got {type(chunk).__name__}")
         events: list[Event] = []
         self._raw.append(chunk)
         if self._phase is _Phase.BEGIN:
@@ -484,7 +487,9 @@ def parse_response(
 ) -> PleiasAnswer:
     """Parse a whole Pleias output (see :class:`StreamParser` for the arguments)."""
     if not isinstance(raw, str):
-        raise ValueError(f"raw must be the model's output text (str), got {type(raw).__name__}")
+        raise InvalidArgument(
+            f"raw must be the model's output text (str), got {type(raw).__name__}"
+        )
     parser = StreamParser(sources, dialect, start=start, query=query)
     parser.feed(raw)
     parser.close(finish_reason)

@@ -3,33 +3,33 @@
 transformers samples a whole batch from the global torch RNG with one temperature and top_p,
 so a seeded answer would depend on what else is in its batch, and seeding would disturb every
 other user of the global RNG. Instead ``generate`` runs greedy and this processor, last in the
-chain, samples each sampling row itself with the row's temperature, top_p and private
-``torch.Generator``, then leaves only the chosen token for the argmax. Greedy and sampling
-requests can so share a batch, and a seed gives the same output whatever its neighbours.
-It also applies each row's ``min_new_tokens`` (stop tokens masked until then).
+chain, samples the sampling rows itself, then leaves only the chosen token for the argmax.
+Greedy and sampling requests can so share a batch, and a seed gives the same output whatever
+its neighbours. It also applies each row's ``min_new_tokens`` (stop tokens masked until then).
+
+Temperature and top-p run batched over all sampling rows: one softmax, one sort and cumsum
+(of the rows with top_p < 1) and one mask for the batch, where a per-row loop sorted the
+whole vocabulary once per row and step. The nucleus is the most likely tokens until their
+mass reaches top_p (and any tied with the last), so the most likely token is always kept;
+top_p=1.0 cuts nothing. Only the noise is per row: each row's own generator fills its row of
+uniform numbers, and the token is argmax(p / E) with E = -log(u) ~ Exp(1), a draw from p
+(what torch.multinomial does for one sample). With the noise tied to token ids, float noise
+in a row's logits between batches seldom changes its token; an inverse-CDF pick (one number
+per row, cheaper) changed it often, since the sorted order of near-equal logits flips.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from transformers import LogitsProcessor
 
 from ._streaming import Row
 
-
-def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """``logits`` (1-D) with the tokens outside the top-p nucleus set to -inf."""
-    if top_p >= 1.0:
-        return logits
-    sorted_logits, order = torch.sort(logits, descending=False)
-    cumulative = sorted_logits.softmax(-1).cumsum(-1)
-    remove = cumulative <= (1.0 - top_p)
-    remove[-1] = False  # always keep the most likely token
-    mask = remove.scatter(0, order, remove)
-    return logits.masked_fill(mask, float("-inf"))
+if TYPE_CHECKING:
+    from ..generation import GenerationSettings
 
 
 class RowSampler(LogitsProcessor):
@@ -39,6 +39,8 @@ class RowSampler(LogitsProcessor):
         self.rows = list(rows)
         self._short: list[int] = []
         self._index: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._active: list[int] = []
+        self._batch: _Batch | None = None
         self.generators: list[torch.Generator | None] = []
         for row in self.rows:
             s = row.request.settings
@@ -63,13 +65,67 @@ class RowSampler(LogitsProcessor):
                     torch.tensor(self.rows[0].request.stop_ids, device=scores.device)[None, :],
                 )
             scores[self._index] = float("-inf")
-        for i, (row, gen) in enumerate(zip(self.rows, self.generators, strict=True)):
-            if row.done or gen is None:
-                continue
-            s = row.request.settings
-            logits = top_p_filter(scores[i].float() / s.temperature, s.top_p)
-            probs = logits.softmax(-1)
-            token = torch.multinomial(probs, 1, generator=gen)
-            scores[i] = float("-inf")
-            scores[i, token] = 0.0
+        active = [
+            i
+            for i, (row, gen) in enumerate(zip(self.rows, self.generators, strict=True))
+            if not row.done and gen is not None
+        ]
+        if active:
+            self._sample(active, scores)
         return scores
+
+    def _sample(self, active: list[int], scores: torch.Tensor) -> None:
+        if active != self._active or self._batch is None:  # rebuilt only when rows finish
+            self._active = active
+            self._batch = _Batch(
+                [self.rows[i].request.settings for i in active],
+                active,
+                [cast(torch.Generator, self.generators[i]) for i in active],
+                scores.device,
+            )
+        self._batch.sample(scores)
+
+
+class _Batch:
+    """The sampling rows of one step, with their settings as tensors."""
+
+    def __init__(
+        self,
+        settings: list[GenerationSettings],
+        rows: list[int],
+        generators: list[torch.Generator],
+        device: torch.device,
+    ) -> None:
+        self.index = torch.tensor(rows, device=device)
+        self.temperature = torch.tensor([s.temperature for s in settings], device=device)[:, None]
+        self.generators = generators
+        # Rows with a nucleus cut (top_p < 1), as positions in this batch, and their top_p.
+        cut = [k for k, s in enumerate(settings) if s.top_p < 1.0]
+        self.cut: torch.Tensor | None = None  # None: every row is cut
+        if len(cut) < len(settings):
+            self.cut = torch.tensor(cut, device=device) if cut else None
+        self.any_cut = bool(cut)
+        self.top_p = torch.tensor([settings[k].top_p for k in cut], device=device)[:, None]
+
+    def sample(self, scores: torch.Tensor) -> None:
+        probs = (scores[self.index].float() / self.temperature).softmax(-1)
+        if self.any_cut:
+            part = probs if self.cut is None else probs[self.cut]
+            ordered = part.sort(dim=-1, descending=True).values
+            cumulative = ordered.cumsum(-1)
+            # The nucleus: the tokens whose preceding mass is below top_p (at least the first).
+            last = cumulative.shape[-1] - 1
+            size = torch.searchsorted(cumulative, self.top_p).clamp_(max=last)
+            part = part.masked_fill(part < ordered.gather(-1, size), 0.0)
+            if self.cut is None:
+                probs = part
+            else:
+                probs[self.cut] = part
+        # Exponential race: argmax(p / E), E ~ Exp(1) per token, is a draw from p (what
+        # torch.multinomial does for one sample). Each row's noise comes from its generator.
+        noise = torch.empty_like(probs)
+        for k, gen in enumerate(self.generators):
+            noise[k].uniform_(generator=gen)
+        tokens = probs.div_(noise.log_().neg_()).argmax(-1, keepdim=True)
+        scores[self.index] = float("-inf")
+        scores[self.index[:, None], tokens] = 0.0

@@ -1,12 +1,10 @@
-"""Server presets, argument checks, and what the server says about itself (``/v1/models``)."""
+"""Server presets, and what the server says about itself (``/v1/models``)."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
 from typing import Any, Literal
-
-import httpx
 
 from ._http import Transport
 from .errors import RemoteError
@@ -22,22 +20,6 @@ SERVER_PRESETS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "llama.cpp": ("llama-server", {}),
     "openai": ("OpenAI-compatible server", {}),
 }
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def check_seconds(name: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number of seconds, got {value!r}")
-    if value < 0 or (positive and value == 0) or value != value:
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value}")
-    return float(value)
 
 
 class ServerInfo:
@@ -75,10 +57,10 @@ class ServerInfo:
                 listing = self._failed(exc)
             self._learn(listing)
 
-    async def aensure(self, client: httpx.AsyncClient | None = None) -> None:
+    async def aensure(self) -> None:
         if self._needed():
             try:
-                listing = await self._transport.arequest("GET", "models", client=client)
+                listing = await self._transport.arequest("GET", "models")
             except RemoteError as exc:
                 listing = self._failed(exc)
             self._learn(listing)

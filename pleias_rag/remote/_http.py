@@ -17,9 +17,10 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -31,6 +32,7 @@ __all__ = ["HttpSettings", "Transport"]
 _MAX_DELAY = 30.0
 _SSE_DONE = "[DONE]"
 _log = logging.getLogger("pleias_rag.remote")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,53 @@ class _Sse:
         return self.line("")
 
 
+class _Tries:
+    """The retry policy of one call, without I/O: after a failed try, how long to wait before
+    the next one, or the error to give up with. The sync and async loops only sleep and send."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self._settings = settings
+        self._attempt = 0
+
+    def wait(self, failed: _Retry) -> float:
+        """Seconds to wait before trying again; raises the final error when no try is left."""
+        attempt, retries = self._attempt, self._settings.max_retries
+        if not failed.retry or attempt >= retries:
+            raise _give_up(failed, attempt) from failed.__cause__
+        _log.warning(
+            "try %d of %d failed, trying again: %s", attempt + 1, retries + 1, failed.error
+        )
+        self._attempt += 1
+        return _delay(self._settings.backoff, attempt, failed.after)
+
+
+class _LoopClient:
+    """The ``httpx.AsyncClient`` of one event loop, and the async generator that closes it.
+
+    The generator is started on the loop, so the loop knows it: ``asyncio.run`` (any loop's
+    ``shutdown_asyncgens()``) closes it, and with it the client, before the loop closes.
+    """
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.closer = _close_with_the_loop(client)
+
+
+async def _close_with_the_loop(client: httpx.AsyncClient) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await client.aclose()
+
+
 class Transport:
     """Sync and async HTTP with retries, shared by every call of one backend.
 
-    The sync ``httpx.Client`` is made once (it is thread-safe). An ``httpx.AsyncClient`` is
-    made per async call (one per batch), so the backend works from any event loop; they share
-    one SSL context, so making one is cheap.
+    The sync ``httpx.Client`` is made once (it is thread-safe). Each event loop gets one
+    ``httpx.AsyncClient``, made on its first async call and kept for the next ones (their
+    connections are reused); it is closed by :meth:`aclose` on that loop, or when the loop
+    shuts down (``asyncio.run`` closes it before closing the loop). The clients share one SSL
+    context.
     """
 
     def __init__(self, settings: HttpSettings, api_key: str | None, keepalive: int) -> None:
@@ -118,6 +161,9 @@ class Transport:
         self._timeout = httpx.Timeout(settings.timeout)
         self._lock = threading.Lock()
         self._client: httpx.Client | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+            weakref.WeakKeyDictionary()
+        )
         self._ssl: ssl.SSLContext | bool | None = None
 
     def _verify(self) -> ssl.SSLContext | bool:
@@ -137,22 +183,48 @@ class Transport:
             "verify": self._verify(),
         }
 
-    def client(self) -> httpx.Client:
+    def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(**self._client_args())
             return self._client
 
-    def async_client(self) -> httpx.AsyncClient:
+    async def _async_client(self) -> httpx.AsyncClient:
+        """The running loop's client, made on first use (or after it was closed)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            args = self._client_args()
-        return httpx.AsyncClient(**args)
+            for old in [old for old in self._aclients if old.is_closed()]:
+                del self._aclients[old]  # its connections went with it
+            entry = self._aclients.get(loop)
+            if entry is not None and not entry.client.is_closed:
+                return entry.client
+            entry = self._aclients[loop] = _LoopClient(httpx.AsyncClient(**self._client_args()))
+        # Runs to its first yield at once (nothing is awaited), so no other task interleaves.
+        await entry.closer.__anext__()
+        return entry.client
 
     def close(self) -> None:
+        """Close the sync client; each loop's async client is closed on its loop (at once if
+        that loop is running, else when it next runs; a closed loop's ones are forgotten)."""
         with self._lock:
             client, self._client = self._client, None
+            entries = list(self._aclients.items())
+            self._aclients.clear()
         if client is not None:
             client.close()
+        for loop, entry in entries:
+            # The loop may be closed between the check and the call (by another thread).
+            with contextlib.suppress(RuntimeError):
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(loop.create_task, entry.closer.aclose())
+
+    async def aclose(self) -> None:
+        """Close the running loop's async client (the next async call makes a new one)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._aclients.pop(loop, None)
+        if entry is not None:
+            await entry.closer.aclose()
 
     def url(self, path: str) -> str:
         if path.startswith("/") and not path.startswith("/v1/"):
@@ -194,20 +266,27 @@ class Transport:
         retry = status == 429 or status >= 500
         return _Retry(error, retry=retry, after=_retry_after(response))
 
-    def _delay(self, attempt: int, after: float | None) -> float:
-        base = self.settings.backoff * 2.0**attempt
-        delay = base * (0.75 + 0.5 * random.random())
-        if after is not None:
-            delay = max(delay, after)
-        return min(delay, _MAX_DELAY)
+    @contextlib.contextmanager
+    def _sending(self) -> Iterator[None]:
+        """Turns the httpx errors of sending a request into a :class:`_Retry`."""
+        try:
+            yield
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from exc
 
-    def _log_retry(self, failed: _Retry, attempt: int) -> None:
-        _log.warning(
-            "try %d of %d failed, trying again: %s",
-            attempt + 1,
-            self.settings.max_retries + 1,
-            failed.error,
-        )
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turns the httpx errors of reading a stream into the error to raise (no retry)."""
+        try:
+            yield
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, streaming=True).error from exc
+
+    def _answer(self, response: httpx.Response) -> Any:
+        """A JSON call's decoded answer, or its failure."""
+        if not response.is_success:
+            raise self._status_error(response, response.text)
+        return self._json(response.text)
 
     def _stream_error(self, payload: Mapping[str, Any]) -> RemoteError:
         err = payload.get("error")
@@ -219,48 +298,92 @@ class Transport:
 
     # -- sync ------------------------------------------------------------------------------
 
+    def _retrying(self, once: Callable[[], _T]) -> _T:
+        tries = _Tries(self.settings)
+        while True:
+            try:
+                return once()
+            except _Retry as failed:
+                time.sleep(tries.wait(failed))
+
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One JSON call, retried; the decoded JSON answer."""
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                try:
-                    response = self.client().request(method, self.url(path), json=body)
-                except httpx.HTTPError as exc:
-                    raise self._transport_error(exc) from exc
-                if not response.is_success:
-                    raise self._status_error(response, response.text)
-                return self._json(response.text)
-            except _Retry as failed:
-                if not failed.retry or attempt >= self.settings.max_retries:
-                    raise _give_up(failed, attempt) from failed.__cause__
-                self._log_retry(failed, attempt)
-                time.sleep(self._delay(attempt, failed.after))
-        raise AssertionError("unreachable")  # pragma: no cover
+        client = self._sync_client()
+
+        def once() -> Any:
+            with self._sending():
+                response = client.request(method, self.url(path), json=body)
+            return self._answer(response)
+
+        return self._retrying(once)
 
     def stream(self, path: str, body: Any) -> Generator[Mapping[str, Any], None, None]:
         """The JSON payloads of an SSE answer. Closing the iterator closes the connection."""
-        client = self.client()
+        client = self._sync_client()
         request = client.build_request("POST", self.url(path), json=body)
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                try:
-                    response = client.send(request, stream=True)
-                except httpx.HTTPError as exc:
-                    raise self._transport_error(exc) from exc
-                if not response.is_success:
-                    with contextlib.closing(response):
-                        text = _read_error(response)
-                    raise self._status_error(response, text)
-                break
-            except _Retry as failed:
-                if not failed.retry or attempt >= self.settings.max_retries:
-                    raise _give_up(failed, attempt) from failed.__cause__
-                self._log_retry(failed, attempt)
-                time.sleep(self._delay(attempt, failed.after))
-        with contextlib.closing(response):
+
+        def once() -> httpx.Response:
+            with self._sending():
+                response = client.send(request, stream=True)
+            if not response.is_success:
+                text = _read_error(response)
+                raise self._status_error(response, text)
+            return response
+
+        response = self._retrying(once)
+        with contextlib.closing(response), self._reading():
             sse = _Sse()
+            for line in response.iter_lines():
+                payload = sse.line(line)
+                if payload is not None:
+                    yield self._payload(payload)
+                if sse.done:
+                    return
+            payload = sse.flush()
+            if payload is not None:
+                yield self._payload(payload)
+            self._check_done(sse)
+
+    # -- async -----------------------------------------------------------------------------
+
+    async def _aretrying(self, once: Callable[[], Awaitable[_T]]) -> _T:
+        tries = _Tries(self.settings)
+        while True:
             try:
-                for line in response.iter_lines():
+                return await once()
+            except _Retry as failed:
+                await asyncio.sleep(tries.wait(failed))
+
+    async def arequest(self, method: str, path: str, body: Any = None) -> Any:
+        """:meth:`request` on the running loop's async client."""
+        client = await self._async_client()
+
+        async def once() -> Any:
+            with self._sending():
+                response = await client.request(method, self.url(path), json=body)
+            return self._answer(response)
+
+        return await self._aretrying(once)
+
+    async def astream(self, path: str, body: Any) -> AsyncGenerator[Mapping[str, Any], None]:
+        """:meth:`stream` on the running loop's async client. Closing the iterator (or
+        cancelling its consumer) closes this answer's connection, not the client."""
+        client = await self._async_client()
+        request = client.build_request("POST", self.url(path), json=body)
+
+        async def once() -> httpx.Response:
+            with self._sending():
+                response = await client.send(request, stream=True)
+            if not response.is_success:
+                text = await _aread_error(response)
+                raise self._status_error(response, text)
+            return response
+
+        response = await self._aretrying(once)
+        try:
+            with self._reading():
+                sse = _Sse()
+                async for line in response.aiter_lines():
                     payload = sse.line(line)
                     if payload is not None:
                         yield self._payload(payload)
@@ -269,76 +392,9 @@ class Transport:
                 payload = sse.flush()
                 if payload is not None:
                     yield self._payload(payload)
-            except httpx.HTTPError as exc:
-                raise self._transport_error(exc, streaming=True).error from exc
-            self._check_done(sse)
-
-    # -- async -----------------------------------------------------------------------------
-
-    async def arequest(
-        self, method: str, path: str, body: Any = None, *, client: httpx.AsyncClient | None = None
-    ) -> Any:
-        """:meth:`request` on an async client (a new one when none is given)."""
-        if client is None:
-            async with self.async_client() as own:
-                return await self.arequest(method, path, body, client=own)
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                try:
-                    response = await client.request(method, self.url(path), json=body)
-                except httpx.HTTPError as exc:
-                    raise self._transport_error(exc) from exc
-                if not response.is_success:
-                    raise self._status_error(response, response.text)
-                return self._json(response.text)
-            except _Retry as failed:
-                if not failed.retry or attempt >= self.settings.max_retries:
-                    raise _give_up(failed, attempt) from failed.__cause__
-                self._log_retry(failed, attempt)
-                await asyncio.sleep(self._delay(attempt, failed.after))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def astream(self, path: str, body: Any) -> AsyncGenerator[Mapping[str, Any], None]:
-        """:meth:`stream` on its own async client; cancelling closes the connection."""
-        async with self.async_client() as client:
-            request = client.build_request("POST", self.url(path), json=body)
-            for attempt in range(self.settings.max_retries + 1):
-                try:
-                    try:
-                        response = await client.send(request, stream=True)
-                    except httpx.HTTPError as exc:
-                        raise self._transport_error(exc) from exc
-                    if not response.is_success:
-                        try:
-                            text = (await response.aread()).decode("utf-8", "replace")
-                        except httpx.HTTPError:
-                            text = ""
-                        finally:
-                            await response.aclose()
-                        raise self._status_error(response, text)
-                    break
-                except _Retry as failed:
-                    if not failed.retry or attempt >= self.settings.max_retries:
-                        raise _give_up(failed, attempt) from failed.__cause__
-                    self._log_retry(failed, attempt)
-                    await asyncio.sleep(self._delay(attempt, failed.after))
-            try:
-                sse = _Sse()
-                try:
-                    async for line in response.aiter_lines():
-                        payload = sse.line(line)
-                        if payload is not None:
-                            yield self._payload(payload)
-                        if sse.done:
-                            return
-                    payload = sse.flush()
-                    if payload is not None:
-                        yield self._payload(payload)
-                except httpx.HTTPError as exc:
-                    raise self._transport_error(exc, streaming=True).error from exc
                 self._check_done(sse)
-            finally:
-                await response.aclose()
+        finally:
+            await response.aclose()
 
     # -- payloads --------------------------------------------------------------------------
 
@@ -379,11 +435,32 @@ def _give_up(failed: _Retry, attempt: int) -> RemoteError:
     return error
 
 
+def _delay(backoff: float, attempt: int, after: float | None) -> float:
+    """The wait before try ``attempt + 2``: exponential, with jitter, at least Retry-After,
+    capped."""
+    delay = backoff * 2.0**attempt * (0.75 + 0.5 * random.random())
+    if after is not None:
+        delay = max(delay, after)
+    return min(delay, _MAX_DELAY)
+
+
 def _read_error(response: httpx.Response) -> str:
+    """The body of an error answer to a streamed request; closes the response."""
+    with contextlib.closing(response):
+        try:
+            return response.read().decode("utf-8", "replace")
+        except httpx.HTTPError:
+            return ""
+
+
+async def _aread_error(response: httpx.Response) -> str:
+    """:func:`_read_error`, async."""
     try:
-        return response.read().decode("utf-8", "replace")
+        return (await response.aread()).decode("utf-8", "replace")
     except httpx.HTTPError:
         return ""
+    finally:
+        await response.aclose()
 
 
 def _error_detail(text: str) -> str:
