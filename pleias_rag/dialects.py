@@ -102,3 +102,17 @@ def detect_dialect(vocab: Container[str], name: str) -> Dialect:
         "(<|source_id|>, <|source_analysis_start|>...). Is it a Pleias RAG model? If it is, "
         "pass dialect='hash' (Pleias-Pico/Nano 0.1) or dialect='numbered' (Pleias-RAG-350M/1B)"
     )
+
+
+def tokenizer_dialect(vocab: Container[str], name: str, dialect: str | None) -> Dialect:
+    """``dialect`` checked against a tokenizer's vocabulary, or detected from it when None."""
+    if dialect is None:
+        return detect_dialect(vocab, name)
+    chosen = check_dialect(dialect)
+    missing = [t for t in special_tokens(chosen) if t not in vocab]
+    if missing:
+        raise InvalidArgument(
+            f"dialect {chosen!r} needs the markers {missing}, which the tokenizer of {name!r} "
+            "lacks: leave dialect=None to detect it, or use the Pleias model's own tokenizer"
+        )
+    return chosen

@@ -17,14 +17,7 @@ from typing import Any, Generic, TypeVar, cast
 
 import torch
 
-from ..dialects import (
-    CONTEXT_WINDOW,
-    EOS,
-    Dialect,
-    check_dialect,
-    detect_dialect,
-    special_tokens,
-)
+from ..dialects import CONTEXT_WINDOW, EOS, Dialect, tokenizer_dialect
 from ..errors import InvalidArgument
 from ..tokens import TokenCodec
 
@@ -174,16 +167,7 @@ def load_tokenizer(
     except OSError as exc:
         raise OSError(f"{_load_hint(name)}\n(transformers said: {exc})") from exc
     vocab: dict[str, int] = tokenizer.get_vocab()
-    if dialect is None:
-        chosen = detect_dialect(vocab, name)
-    else:
-        chosen = check_dialect(dialect)
-        missing = [t for t in special_tokens(chosen) if t not in vocab]
-        if missing:
-            raise InvalidArgument(
-                f"dialect {chosen!r} needs the markers {missing}, which the tokenizer of "
-                f"{name!r} lacks: leave dialect=None to detect it, or use a Pleias model"
-            )
+    chosen = tokenizer_dialect(vocab, name, dialect)
     # Early Pleias tokenizer configs set neither eos nor pad.
     eos_id = _token_id(tokenizer.eos_token_id, vocab.get(EOS), _first(config.eos_token_id))
     if eos_id is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import random
@@ -333,16 +334,10 @@ class Transport:
         response = self._retrying(once)
         with contextlib.closing(response), self._reading():
             sse = _Sse()
-            for line in response.iter_lines():
-                payload = sse.line(line)
-                if payload is not None:
-                    yield self._payload(payload)
+            for line in itertools.chain(response.iter_lines(), [None]):
+                yield from self._decoded(sse, line)
                 if sse.done:
                     return
-            payload = sse.flush()
-            if payload is not None:
-                yield self._payload(payload)
-            self._check_done(sse)
 
     # -- async -----------------------------------------------------------------------------
 
@@ -384,19 +379,25 @@ class Transport:
             with self._reading():
                 sse = _Sse()
                 async for line in response.aiter_lines():
-                    payload = sse.line(line)
-                    if payload is not None:
-                        yield self._payload(payload)
+                    for payload in self._decoded(sse, line):
+                        yield payload
                     if sse.done:
                         return
-                payload = sse.flush()
-                if payload is not None:
-                    yield self._payload(payload)
-                self._check_done(sse)
+                for payload in self._decoded(sse, None):
+                    yield payload
         finally:
             await response.aclose()
 
     # -- payloads --------------------------------------------------------------------------
+
+    def _decoded(self, sse: _Sse, line: str | None) -> Iterator[Mapping[str, Any]]:
+        """The payload of one SSE line; None is the end of the body (it must have had the
+        ``[DONE]`` event)."""
+        payload = sse.line(line) if line is not None else sse.flush()
+        if payload is not None:
+            yield self._payload(payload)
+        if line is None:
+            self._check_done(sse)
 
     def _json(self, text: str) -> Any:
         try:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..dialects import Dialect, check_dialect, detect_dialect, special_tokens
+from ..dialects import Dialect, tokenizer_dialect
 from ..errors import InvalidArgument
 from ..tokens import TokenCodec
 
@@ -51,16 +51,7 @@ def load_tokenizer(spec: Any, dialect: str | None) -> LoadedTokenizer:
             f"got {type(spec).__name__}"
         )
     vocab = tokenizer.get_vocab()
-    if dialect is None:
-        chosen = detect_dialect(vocab, name)
-    else:
-        chosen = check_dialect(dialect)
-        missing = [t for t in special_tokens(chosen) if t not in vocab]
-        if missing:
-            raise InvalidArgument(
-                f"dialect {chosen!r} needs the markers {missing}, which the tokenizer {name!r} "
-                "lacks: leave dialect=None to detect it, or give the model's own tokenizer"
-            )
+    chosen = tokenizer_dialect(vocab, name, dialect)
     return LoadedTokenizer(tokenizer, TokenCodec(tokenizer), chosen, _window_hint(spec, tokenizer))
 
 
