@@ -72,22 +72,22 @@ def make_sources(
 
     ``id_function`` overrides :func:`source_id` for sources that carry no explicit id.
     """
-    out: list[Source] = []
-    for i, item in enumerate(items):
-        if isinstance(item, Source):
-            out.append(item)
-        elif isinstance(item, str):
-            if not item.strip():
-                raise InvalidArgument(
-                    f"source {i} is empty: give every source some text, or leave it out"
-                )
-            sid = (id_function or source_id)(item)
-            out.append(Source(text=item, id=sid))
-        else:
+    return [make_source(item, i, id_function=id_function) for i, item in enumerate(items)]
+
+
+def make_source(item: object, index: int = 0, *, id_function: IdFunction | None = None) -> Source:
+    """``item`` (a str or a ``Source``, the ``index``-th of a list) as a ``Source``."""
+    if isinstance(item, Source):
+        return item
+    if isinstance(item, str):
+        if not item.strip():
             raise InvalidArgument(
-                f"source {i} is a {type(item).__name__}; give a str or a pleias_rag.Source"
+                f"source {index} is empty: give every source some text, or leave it out"
             )
-    return out
+        return Source(text=item, id=(id_function or source_id)(item))
+    raise InvalidArgument(
+        f"source {index} is a {type(item).__name__}; give a str or a pleias_rag.Source"
+    )
 
 
 @dataclass(frozen=True)
