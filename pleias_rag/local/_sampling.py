@@ -101,7 +101,7 @@ class _Batch:
         self.generators = generators
         # Rows with a nucleus cut (top_p < 1), as positions in this batch, and their top_p.
         cut = [k for k, s in enumerate(settings) if s.top_p < 1.0]
-        self.cut: torch.Tensor | None = None  # None: every row is cut
+        self.cut: torch.Tensor | None = None  # None: all rows or none (see any_cut)
         if len(cut) < len(settings):
             self.cut = torch.tensor(cut, device=device) if cut else None
         self.any_cut = bool(cut)
@@ -122,7 +122,8 @@ class _Batch:
             else:
                 probs[self.cut] = part
         # Exponential race: argmax(p / E), E ~ Exp(1) per token, is a draw from p (what
-        # torch.multinomial does for one sample). Each row's noise comes from its generator.
+        # torch.multinomial does for one sample). Each row's noise comes from its generator;
+        # u = 0 gives E = inf, so that token cannot win (never a NaN: E > 0 always).
         noise = torch.empty_like(probs)
         for k, gen in enumerate(self.generators):
             noise[k].uniform_(generator=gen)
