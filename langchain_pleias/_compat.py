@@ -12,7 +12,7 @@ and one ``text`` block carrying the citations as ``annotations``.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.messages import content as types
@@ -33,6 +33,8 @@ REASONING_SECTIONS = ("query_analysis", "source_analysis")
 # final chunk) after it, so merged chunks hold exactly one text block.
 _TEXT_INDEX = 0
 _REASONING_INDEX = 1
+
+_M = TypeVar("_M", bound=AIMessage)
 
 
 def citation_block(citation: Citation) -> types.Citation:
@@ -110,15 +112,15 @@ def message_parts(answer: PleiasAnswer, model_name: str) -> tuple[dict[str, Any]
     return extra, meta
 
 
+def _reply(cls: type[_M], content: str, answer: PleiasAnswer, model_name: str, **fields: Any) -> _M:
+    """A ``cls`` message with ``content`` and the answer's parts (:func:`message_parts`)."""
+    extra, meta = message_parts(answer, model_name)
+    return cls(content=content, additional_kwargs=extra, response_metadata=meta, **fields)
+
+
 def answer_message(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessage:
     """The reply for a whole answer (see :func:`pleias_rag.fallback.visible_text`)."""
-    extra, meta = message_parts(answer, model_name)
-    return AIMessage(
-        content=visible_text(answer),
-        additional_kwargs=extra,
-        response_metadata=meta,
-        usage_metadata=usage_,
-    )
+    return _reply(AIMessage, visible_text(answer), answer, model_name, usage_metadata=usage_)
 
 
 def delta_chunk(text: str) -> AIMessageChunk:
@@ -129,11 +131,11 @@ def delta_chunk(text: str) -> AIMessageChunk:
 def final_chunk(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessageChunk:
     """The last streamed chunk: citations, reasoning, metadata and usage, plus the fallback
     text when the model wrote no answer (the answer text itself was already streamed)."""
-    extra, meta = message_parts(answer, model_name)
-    return AIMessageChunk(
-        content=stream_rest(answer),
-        additional_kwargs=extra,
-        response_metadata=meta,
+    return _reply(
+        AIMessageChunk,
+        stream_rest(answer),
+        answer,
+        model_name,
         usage_metadata=usage_,
         chunk_position="last",
     )

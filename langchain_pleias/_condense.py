@@ -9,6 +9,7 @@ completed?"), and that question is what retrieval and the Pleias model get.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
@@ -16,6 +17,7 @@ from langchain_core.callbacks.manager import AsyncRunManager, RunManager
 from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.prompts import BasePromptTemplate, ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from pleias_rag.errors import InvalidArgument
 
@@ -148,33 +150,59 @@ def _standalone(output: object, question: str) -> str:
     return text or question
 
 
-def condense(
-    llm: Runnable[Any, Any],
-    prompt: BasePromptTemplate[Any] | None,
-    history: Sequence[BaseMessage],
-    question: str,
-    config: RunnableConfig | None = None,
-) -> str:
-    """``question`` rewritten as a standalone question with ``llm`` (unchanged without
-    history; the question itself when the rewrite is empty)."""
-    if not history:
-        return question
-    output = llm.invoke(_inputs(prompt, history, question), _named(config))
-    return _standalone(output, question)
+@dataclass(frozen=True)
+class Rewrite:
+    """A follow-up question to rewrite as a standalone one, with what it needs: the condense
+    model, its prompt and the conversation. :meth:`run` and :meth:`arun` are the call."""
+
+    llm: Runnable[Any, Any]
+    prompt: BasePromptTemplate[Any] | None
+    history: Sequence[BaseMessage]
+    question: str
+
+    def run(self, config: RunnableConfig | None = None) -> str:
+        """The standalone question (the question itself when the rewrite is empty)."""
+        return self._read(self.llm.invoke(self._inputs(), _named(config)))
+
+    async def arun(self, config: RunnableConfig | None = None) -> str:
+        """Async :meth:`run`."""
+        return self._read(await self.llm.ainvoke(self._inputs(), _named(config)))
+
+    def _inputs(self) -> Any:
+        return _inputs(self.prompt, self.history, self.question)
+
+    def _read(self, output: object) -> str:
+        return _standalone(output, self.question)
 
 
-async def acondense(
-    llm: Runnable[Any, Any],
-    prompt: BasePromptTemplate[Any] | None,
-    history: Sequence[BaseMessage],
-    question: str,
-    config: RunnableConfig | None = None,
-) -> str:
-    """Async :func:`condense`."""
-    if not history:
-        return question
-    output = await llm.ainvoke(_inputs(prompt, history, question), _named(config))
-    return _standalone(output, question)
+class CondenseSettings(BaseModel):
+    """The ``condense_llm`` and ``condense_prompt`` settings of ``ChatPleias`` and the chain."""
+
+    condense_llm: Runnable[Any, Any] | None = None
+    """A chat model (any LangChain one, not a Pleias model) that rewrites a follow-up question
+    and the conversation before it into a standalone question. None: the last question is
+    answered as it stands."""
+    condense_prompt: BasePromptTemplate[Any] | None = None
+    """The rewriting prompt, with the variables ``question`` and ``chat_history`` (the
+    conversation as ``Human: ...``/``Assistant: ...`` lines). None: a built-in prompt."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @field_validator("condense_llm", mode="plain")
+    @classmethod
+    def _check_condense_llm(cls, value: Any) -> Any:
+        return check_llm(value)
+
+    @field_validator("condense_prompt", mode="plain")
+    @classmethod
+    def _check_condense_prompt(cls, value: Any) -> Any:
+        return check_prompt(value)
+
+    def _rewrite(self, history: Sequence[BaseMessage], question: str) -> Rewrite | None:
+        """The rewrite of ``question`` to make; None without a ``condense_llm`` or history."""
+        if self.condense_llm is None or not history:
+            return None
+        return Rewrite(self.condense_llm, self.condense_prompt, history, question)
 
 
 def _named(config: RunnableConfig | None) -> RunnableConfig:

@@ -9,9 +9,10 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from langchain_core.documents import Document
+from langchain_core.language_models import LangSmithParams
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -261,6 +262,34 @@ class PleiasParams(BaseModel):
         if stops:
             params["ls_stop"] = list(stops)
         return params
+
+
+class PleiasLanguageModel(PleiasParams):
+    """What ``ChatPleias`` and ``PleiasLLM`` add to the settings: their identifying and
+    ``ls_*`` tracing params, and token counting with the model's tokenizer."""
+
+    _ls_model_type: ClassVar[Literal["chat", "llm"]]
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self._model_label(),
+            "dialect": self.dialect,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "stop": self.stop,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(ls_model_type=self._ls_model_type)
+        params.update(self._ls_generation(stop, kwargs))  # type: ignore[typeddict-item]
+        return params
+
+    def get_num_tokens(self, text: str) -> int:
+        """Tokens in ``text`` with the model's own tokenizer (loads it on first use)."""
+        return int(self._get_backend().count_tokens(text))
 
 
 def prompt_tokens(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 from langchain_core.callbacks import (
@@ -16,25 +17,29 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import AddableDict
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict
 
 from pleias_rag.backend import Backend
 from pleias_rag.errors import InvalidArgument
 from pleias_rag.views.ranking import cited_uses
 
-from ._condense import (
-    STANDALONE_KEY,
-    acondense,
-    check_llm,
-    check_prompt,
-    condense,
-    history_messages,
-)
+from ._condense import STANDALONE_KEY, CondenseSettings, Rewrite, history_messages
 from ._convert import annotated_copy, documents_to_sources, rebuild_answer
 from .chat_models import ChatPleias
 
+_RunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
 
-class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
+
+@dataclass(frozen=True)
+class _Turn:
+    """One run's question, the question retrieved and answered with, and the documents."""
+
+    question: str
+    standalone: str
+    docs: list[Document]
+
+
+class PleiasRAGChain(CondenseSettings, RunnableSerializable[Any, dict[str, Any]]):
     """Retrieve documents for a question, answer it with ``ChatPleias``, and return the
     answer with its citations mapped back to the retrieved documents.
 
@@ -44,21 +49,9 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     retriever: Runnable[str, list[Document]]
     llm: Runnable[Any, BaseMessage]
     input_key: str = "input"
-    condense_llm: Runnable[Any, Any] | None = None
-    condense_prompt: BasePromptTemplate[Any] | None = None
     history_key: str = "chat_history"
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    @field_validator("condense_llm", mode="plain")
-    @classmethod
-    def _check_condense_llm(cls, value: Any) -> Any:
-        return check_llm(value)
-
-    @field_validator("condense_prompt", mode="plain")
-    @classmethod
-    def _check_condense_prompt(cls, value: Any) -> Any:
-        return check_prompt(value)
 
     # -- input and output --
 
@@ -91,39 +84,10 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
             )
         return history
 
-    def _standalone(
-        self,
-        value: Any,
-        question: str,
-        run_manager: CallbackManagerForChainRun,
-        config: RunnableConfig,
-    ) -> str:
-        """The question to retrieve and answer with: rewritten when there is history."""
-        history = self._history(value)
-        if self.condense_llm is None or not history:
-            return question
-        child = patch_config(config, callbacks=run_manager.get_child("condense"))
-        return condense(self.condense_llm, self.condense_prompt, history, question, child)
-
-    async def _astandalone(
-        self,
-        value: Any,
-        question: str,
-        run_manager: AsyncCallbackManagerForChainRun,
-        config: RunnableConfig,
-    ) -> str:
-        history = self._history(value)
-        if self.condense_llm is None or not history:
-            return question
-        child = patch_config(config, callbacks=run_manager.get_child("condense"))
-        return await acondense(self.condense_llm, self.condense_prompt, history, question, child)
-
-    def _head(self, question: str, standalone: str) -> dict[str, Any]:
-        """The output's ``input`` (and ``standalone_question`` with a condense_llm)."""
-        head: dict[str, Any] = {"input": question}
-        if self.condense_llm is not None:
-            head[STANDALONE_KEY] = standalone
-        return head
+    def _start(self, value: Any) -> tuple[str, Rewrite | None]:
+        """The question, and its rewrite when there is history (and a ``condense_llm``)."""
+        question = self._question(value)
+        return question, self._rewrite(self._history(value), question)
 
     def _documents(self, value: Any) -> list[Document]:
         docs = list(value) if isinstance(value, (list, tuple)) else value
@@ -150,7 +114,60 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         cited = [annotated_copy(use.source.ref, use) for use in cited_uses(answer)]
         return {"citations": citations, "cited_documents": cited}
 
-    # -- invoke --
+    def _ask(
+        self, turn: _Turn, run_manager: _RunManager, config: RunnableConfig
+    ) -> tuple[list[BaseMessage], RunnableConfig]:
+        """The messages and config to call the ``llm`` with (and ``documents=turn.docs``)."""
+        return [HumanMessage(turn.standalone)], _child(config, run_manager, "answer")
+
+    def _head(self, turn: _Turn) -> dict[str, Any]:
+        """The output's ``input`` (and ``standalone_question`` with a condense_llm)."""
+        head: dict[str, Any] = {"input": turn.question}
+        if self.condense_llm is not None:
+            head[STANDALONE_KEY] = turn.standalone
+        return head
+
+    def _result(self, turn: _Turn, message: BaseMessage) -> dict[str, Any]:
+        return {
+            **self._head(turn),
+            "context": turn.docs,
+            "answer": message.text,
+            **self._outcome(message, turn.docs),
+        }
+
+    def _last(self, turn: _Turn, full: AIMessageChunk | None) -> AddableDict:
+        """The last streamed part: all but the answer (``""`` when nothing was streamed)."""
+        message = full if full is not None else AIMessage("")
+        last = AddableDict(
+            **self._head(turn), context=turn.docs, **self._outcome(message, turn.docs)
+        )
+        if full is None or not full.text:
+            last["answer"] = ""
+        return last
+
+    # -- retrieve and answer: the I/O, in sync and async --
+
+    def _retrieve(
+        self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
+    ) -> _Turn:
+        question, rewrite = self._start(value)
+        standalone = (
+            question if rewrite is None else rewrite.run(_child(config, run_manager, "condense"))
+        )
+        docs = self.retriever.invoke(standalone, _child(config, run_manager, "retrieve"))
+        return _Turn(question, standalone, self._documents(docs))
+
+    async def _aretrieve(
+        self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
+    ) -> _Turn:
+        question, rewrite = self._start(value)
+        standalone = (
+            question
+            if rewrite is None
+            else await rewrite.arun(_child(config, run_manager, "condense"))
+        )
+        docs = await self.retriever.ainvoke(standalone, _child(config, run_manager, "retrieve"))
+        return _Turn(question, standalone, self._documents(docs))
 
     def invoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -161,24 +178,9 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     def _invoke(
         self, value: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
-        question = self._question(value)
-        standalone = self._standalone(value, question, run_manager, config)
-        docs = self._documents(
-            self.retriever.invoke(
-                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
-            )
-        )
-        message = self.llm.invoke(
-            [HumanMessage(standalone)],
-            patch_config(config, callbacks=run_manager.get_child("answer")),
-            documents=docs,
-        )
-        return {
-            **self._head(question, standalone),
-            "context": docs,
-            "answer": message.text,
-            **self._outcome(message, docs),
-        }
+        turn = self._retrieve(value, run_manager, config)
+        message = self.llm.invoke(*self._ask(turn, run_manager, config), documents=turn.docs)
+        return self._result(turn, message)
 
     async def ainvoke(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -189,24 +191,9 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
     async def _ainvoke(
         self, value: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig
     ) -> dict[str, Any]:
-        question = self._question(value)
-        standalone = await self._astandalone(value, question, run_manager, config)
-        docs = self._documents(
-            await self.retriever.ainvoke(
-                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
-            )
-        )
-        message = await self.llm.ainvoke(
-            [HumanMessage(standalone)],
-            patch_config(config, callbacks=run_manager.get_child("answer")),
-            documents=docs,
-        )
-        return {
-            **self._head(question, standalone),
-            "context": docs,
-            "answer": message.text,
-            **self._outcome(message, docs),
-        }
+        turn = await self._aretrieve(value, run_manager, config)
+        message = await self.llm.ainvoke(*self._ask(turn, run_manager, config), documents=turn.docs)
+        return self._result(turn, message)
 
     # -- stream: answer deltas, then the rest; the chunks add up to the invoke result --
 
@@ -224,25 +211,12 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         run_manager: CallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> Iterator[AddableDict]:
-        value = _single(list(values))
-        question = self._question(value)
-        standalone = self._standalone(value, question, run_manager, config)
-        docs = self._documents(
-            self.retriever.invoke(
-                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
-            )
-        )
-        full: AIMessageChunk | None = None
-        for chunk in self.llm.stream(
-            [HumanMessage(standalone)],
-            patch_config(config, callbacks=run_manager.get_child("answer")),
-            documents=docs,
-        ):
-            chunk = cast("AIMessageChunk", chunk)
-            full = chunk if full is None else full + chunk
-            if chunk.text:
-                yield AddableDict(answer=chunk.text)
-        yield self._last(self._head(question, standalone), docs, full)
+        turn = self._retrieve(_single(list(values)), run_manager, config)
+        reply = _Reply()
+        for chunk in self.llm.stream(*self._ask(turn, run_manager, config), documents=turn.docs):
+            if (part := reply.add(chunk)) is not None:
+                yield part
+        yield self._last(turn, reply.full)
 
     async def astream(
         self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
@@ -262,34 +236,32 @@ class PleiasRAGChain(RunnableSerializable[Any, dict[str, Any]]):
         run_manager: AsyncCallbackManagerForChainRun,
         config: RunnableConfig,
     ) -> AsyncIterator[AddableDict]:
-        value = _single([v async for v in values])
-        question = self._question(value)
-        standalone = await self._astandalone(value, question, run_manager, config)
-        docs = self._documents(
-            await self.retriever.ainvoke(
-                standalone, patch_config(config, callbacks=run_manager.get_child("retrieve"))
-            )
-        )
-        full: AIMessageChunk | None = None
+        turn = await self._aretrieve(_single([v async for v in values]), run_manager, config)
+        reply = _Reply()
         async for chunk in self.llm.astream(
-            [HumanMessage(standalone)],
-            patch_config(config, callbacks=run_manager.get_child("answer")),
-            documents=docs,
+            *self._ask(turn, run_manager, config), documents=turn.docs
         ):
-            chunk = cast("AIMessageChunk", chunk)
-            full = chunk if full is None else full + chunk
-            if chunk.text:
-                yield AddableDict(answer=chunk.text)
-        yield self._last(self._head(question, standalone), docs, full)
+            if (part := reply.add(chunk)) is not None:
+                yield part
+        yield self._last(turn, reply.full)
 
-    def _last(
-        self, head: dict[str, Any], docs: list[Document], full: AIMessageChunk | None
-    ) -> AddableDict:
-        message = full if full is not None else AIMessage("")
-        last = AddableDict(**head, context=docs, **self._outcome(message, docs))
-        if full is None or not full.text:
-            last["answer"] = ""
-        return last
+
+def _child(config: RunnableConfig, run_manager: _RunManager, step: str) -> RunnableConfig:
+    """``config`` for one step of the run, traced as its child tagged ``step``."""
+    return patch_config(config, callbacks=run_manager.get_child(step))
+
+
+class _Reply:
+    """A streamed reply, gathered: each chunk's text to pass on, and the whole."""
+
+    def __init__(self) -> None:
+        self.full: AIMessageChunk | None = None
+
+    def add(self, chunk: BaseMessage) -> AddableDict | None:
+        """Take ``chunk``; the output part for its text, None when it has none."""
+        piece = cast("AIMessageChunk", chunk)
+        self.full = piece if self.full is None else self.full + piece
+        return AddableDict(answer=piece.text) if piece.text else None
 
 
 def _single(values: Sequence[Any]) -> Any:
@@ -353,16 +325,12 @@ def create_pleias_rag_chain(
         >>> from langchain_core.runnables import RunnableLambda
         >>> from langchain_pleias import ChatPleias, create_pleias_rag_chain
         >>> from pleias_rag.testing import cached_trained_model
-        >>> docs = [
-        ...     Document(
-        ...         "The Eiffel Tower is a wrought-iron lattice tower in Paris. "
-        ...         "It was completed in 1889 for the World's Fair.",
-        ...         metadata={"title": "Eiffel Tower"},
-        ...     ),
-        ...     Document(
-        ...         "The Louvre is the most visited museum in the world. It houses the Mona Lisa."
-        ...     ),
-        ... ]
+        >>> eiffel = (
+        ...     "The Eiffel Tower is a wrought-iron lattice tower in Paris. "
+        ...     "It was completed in 1889 for the World's Fair."
+        ... )
+        >>> louvre = "The Louvre is the most visited museum in the world. It houses the Mona Lisa."
+        >>> docs = [Document(eiffel, metadata={"title": "Eiffel Tower"}), Document(louvre)]
         >>> retriever = RunnableLambda(lambda question: docs)  # e.g. store.as_retriever()
         >>> chat = ChatPleias(model=str(cached_trained_model("hash")), max_tokens=96)
         >>> chain = create_pleias_rag_chain(retriever, chat)

@@ -8,13 +8,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.prompts import BasePromptTemplate
-from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, field_validator
+from pydantic import ConfigDict
 
 from pleias_rag.answer import PleiasAnswer
 from pleias_rag.backend import Backend
@@ -25,16 +23,14 @@ from pleias_rag.sources import Source
 from ._compat import answer_message, delta_chunk, final_chunk, usage
 from ._condense import (
     STANDALONE_KEY,
-    acondense,
-    check_llm,
-    check_prompt,
+    CondenseSettings,
+    Rewrite,
     child_config,
-    condense,
     llm_label,
     split_conversation,
 )
 from ._convert import (
-    PleiasParams,
+    PleiasLanguageModel,
     documents_to_sources,
     prompt_tokens,
     source_keys,
@@ -49,12 +45,17 @@ class _Call:
     query: str
     sources: list[Source]
     gen: dict[str, Any]
-    history: list[BaseMessage]
+    rewrite: Rewrite | None
+    """The rewrite the query awaits (a follow-up question, with a ``condense_llm``)."""
     standalone: str | None = None
     """The rewritten question, when a ``condense_llm`` rewrote ``query``."""
 
+    def rewritten(self, query: str) -> _Call:
+        """The call with ``query``, the rewritten question, as its query."""
+        return replace(self, query=query, standalone=query, rewrite=None)
 
-class ChatPleias(PleiasParams, BaseChatModel):
+
+class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     """Chat model over a Pleias RAG model (local, or any ``pleias_rag`` backend).
 
     The query is the last human message's text. Sources come from the ``documents=`` call
@@ -128,25 +129,9 @@ class ChatPleias(PleiasParams, BaseChatModel):
 
     streaming: bool = False
     """Whether ``invoke`` generates through the streaming path (LangChain convention)."""
-    condense_llm: Runnable[Any, Any] | None = None
-    """A chat model (any LangChain one, not a Pleias model) that rewrites a follow-up question
-    and the conversation before it into a standalone question. None: the last question is
-    answered as it stands."""
-    condense_prompt: BasePromptTemplate[Any] | None = None
-    """The rewriting prompt, with the variables ``question`` and ``chat_history`` (the
-    conversation as ``Human: ...``/``Assistant: ...`` lines). None: a built-in prompt."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-
-    @field_validator("condense_llm", mode="plain")
-    @classmethod
-    def _check_condense_llm(cls, value: Any) -> Any:
-        return check_llm(value)
-
-    @field_validator("condense_prompt", mode="plain")
-    @classmethod
-    def _check_condense_prompt(cls, value: Any) -> Any:
-        return check_prompt(value)
+    _ls_model_type = "chat"
 
     @property
     def _llm_type(self) -> str:
@@ -154,24 +139,11 @@ class ChatPleias(PleiasParams, BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": self._model_label(),
-            "dialect": self.dialect,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": self.stop,
-        }
+        params = super()._identifying_params
         if self.condense_llm is not None:  # the same history gives another answer
             params["condense_llm"] = llm_label(self.condense_llm)
             if self.condense_prompt is not None:
                 params["condense_prompt"] = repr(self.condense_prompt)
-        return params
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_model_type="chat")
-        params.update(self._ls_generation(stop, kwargs))  # type: ignore[typeddict-item]
         return params
 
     def _get_invocation_params(
@@ -196,26 +168,20 @@ class ChatPleias(PleiasParams, BaseChatModel):
         query, block_sources = split_messages(messages)
         history = split_conversation(messages) if self.condense_llm is not None else []
         sources = documents_to_sources(documents) + block_sources
-        return _Call(backend, query, sources, gen, history)
+        return _Call(backend, query, sources, gen, self._rewrite(history, query))
 
     def _condensed(self, call: _Call, run_manager: CallbackManagerForLLMRun | None) -> _Call:
         """The call with its query rewritten by the ``condense_llm`` (when there is history)."""
-        if self.condense_llm is None or not call.history:
+        if call.rewrite is None:
             return call
-        config = child_config(run_manager)
-        query = condense(self.condense_llm, self.condense_prompt, call.history, call.query, config)
-        return replace(call, query=query, standalone=query)
+        return call.rewritten(call.rewrite.run(child_config(run_manager)))
 
     async def _acondensed(
         self, call: _Call, run_manager: AsyncCallbackManagerForLLMRun | None
     ) -> _Call:
-        if self.condense_llm is None or not call.history:
+        if call.rewrite is None:
             return call
-        config = child_config(run_manager)
-        query = await acondense(
-            self.condense_llm, self.condense_prompt, call.history, call.query, config
-        )
-        return replace(call, query=query, standalone=query)
+        return call.rewritten(await call.rewrite.arun(child_config(run_manager)))
 
     def _result(self, call: _Call, answer: PleiasAnswer) -> ChatResult:
         name = call.backend.model_name

@@ -12,7 +12,7 @@ from langchain_core.callbacks import (
     CallbackManagerForLLMRun,
     Callbacks,
 )
-from langchain_core.language_models import BaseLLM, LangSmithParams
+from langchain_core.language_models import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict
 
@@ -23,14 +23,14 @@ from pleias_rag.parser import AnswerDelta, Finished
 from pleias_rag.sources import Source
 
 from ._compat import message_parts, usage
-from ._convert import PleiasParams, documents_to_sources, source_keys, unexpected_kwargs
+from ._convert import PleiasLanguageModel, documents_to_sources, source_keys, unexpected_kwargs
 
 # Source keys of the call being made, so that cache keys depend on the documents too
 # (BaseLLM builds them from the model's parameters only).
 _CALL_SOURCES: ContextVar[list[Any] | None] = ContextVar("pleias_llm_sources", default=None)
 
 
-class PleiasLLM(PleiasParams, BaseLLM):
+class PleiasLLM(PleiasLanguageModel, BaseLLM):
     """Text-completion LLM over a Pleias RAG model: each prompt is a question.
 
     Sources come from the ``documents=`` call argument: one list of ``Document`` for every
@@ -52,6 +52,7 @@ class PleiasLLM(PleiasParams, BaseLLM):
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    _ls_model_type = "llm"
 
     @property
     def _llm_type(self) -> str:
@@ -59,23 +60,10 @@ class PleiasLLM(PleiasParams, BaseLLM):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "model": self._model_label(),
-            "dialect": self.dialect,
-            "max_tokens": self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": self.stop,
-        }
+        params = super()._identifying_params
         call_sources = _CALL_SOURCES.get()
         if call_sources is not None:
             params["documents"] = call_sources
-        return params
-
-    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = LangSmithParams(ls_model_type="llm")
-        params.update(self._ls_generation(stop, kwargs))  # type: ignore[typeddict-item]
         return params
 
     def generate(
@@ -86,11 +74,8 @@ class PleiasLLM(PleiasParams, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         """Answers to ``prompts`` as one batch (cached prompts are not generated again)."""
-        token = _CALL_SOURCES.set(_keys(kwargs.get("documents"), len(prompts)))
-        try:
+        with _call_sources(kwargs.get("documents"), len(prompts)):
             return super().generate(prompts, stop, callbacks, **kwargs)
-        finally:
-            _CALL_SOURCES.reset(token)
 
     async def agenerate(
         self,
@@ -100,11 +85,8 @@ class PleiasLLM(PleiasParams, BaseLLM):
         **kwargs: Any,
     ) -> LLMResult:
         """:meth:`generate` without blocking the event loop."""
-        token = _CALL_SOURCES.set(_keys(kwargs.get("documents"), len(prompts)))
-        try:
+        with _call_sources(kwargs.get("documents"), len(prompts)):
             return await super().agenerate(prompts, stop, callbacks, **kwargs)
-        finally:
-            _CALL_SOURCES.reset(token)
 
     # -- generation --
 
@@ -190,10 +172,6 @@ class PleiasLLM(PleiasParams, BaseLLM):
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
 
-    def get_num_tokens(self, text: str) -> int:
-        """Tokens in ``text`` with the model's own tokenizer (loads it on first use)."""
-        return int(self._get_backend().count_tokens(text))
-
 
 def _per_prompt(documents: object, n: int) -> list[list[Source]]:
     """Sources for each prompt: one shared list of documents, or one list per prompt."""
@@ -216,10 +194,15 @@ def _per_prompt(documents: object, n: int) -> list[list[Source]]:
     return [shared for _ in range(n)]
 
 
-def _keys(documents: object, n: int) -> list[Any] | None:
-    if documents is None:
-        return None
-    return [source_keys(s) for s in _per_prompt(documents, n)]
+@contextlib.contextmanager
+def _call_sources(documents: object, n: int) -> Iterator[None]:
+    """Sets :data:`_CALL_SOURCES` to the source keys of each prompt for the call."""
+    keys = None if documents is None else [source_keys(s) for s in _per_prompt(documents, n)]
+    token = _CALL_SOURCES.set(keys)
+    try:
+        yield
+    finally:
+        _CALL_SOURCES.reset(token)
 
 
 def _info(answer: PleiasAnswer, backend: Any, query: str) -> dict[str, Any]:

@@ -58,24 +58,13 @@ class PleiasRAGTool(BaseTool):
     :meth:`load_artifact` gives them back as documents.
 
     Examples:
-        >>> from langchain_core.documents import Document
         >>> from langchain_core.runnables import RunnableLambda
-        >>> from langchain_pleias import ChatPleias, PleiasRAGTool, create_pleias_rag_tool
+        >>> from langchain_pleias import PleiasRAGTool, create_pleias_rag_tool
         >>> from pleias_rag.testing import cached_trained_model
-        >>> docs = [
-        ...     Document(
-        ...         "The Eiffel Tower is a wrought-iron lattice tower in Paris. "
-        ...         "It was completed in 1889 for the World's Fair.",
-        ...         metadata={"title": "Eiffel Tower"},
-        ...     ),
-        ...     Document(
-        ...         "The Louvre is the most visited museum in the world. It houses the Mona Lisa."
-        ...     ),
-        ... ]
-        >>> chat = ChatPleias(model=str(cached_trained_model("hash")), max_tokens=96)
-        >>> tool = create_pleias_rag_tool(RunnableLambda(lambda q: docs), chat)
-        >>> isinstance(tool, PleiasRAGTool), tool.response_format
-        (True, 'content_and_artifact')
+        >>> retriever = RunnableLambda(lambda question: [])  # e.g. store.as_retriever()
+        >>> tool = create_pleias_rag_tool(retriever, str(cached_trained_model("hash")))
+        >>> isinstance(tool, PleiasRAGTool), tool.response_format, tool.args
+        (True, 'content_and_artifact', {'query': {...}})
     """
 
     name: str = DEFAULT_NAME
@@ -94,9 +83,7 @@ class PleiasRAGTool(BaseTool):
         run_manager: CallbackManagerForToolRun | None = None,
         config: RunnableConfig | None = None,
     ) -> tuple[str, dict[str, Any]] | str:
-        callbacks = run_manager.get_child() if run_manager is not None else None
-        result = self.chain.invoke(query, patch_config(config, callbacks=callbacks))
-        return self._output(result)
+        return self._output(self.chain.invoke(query, _chain_config(run_manager, config)))
 
     async def _arun(
         self,
@@ -104,9 +91,7 @@ class PleiasRAGTool(BaseTool):
         run_manager: AsyncCallbackManagerForToolRun | None = None,
         config: RunnableConfig | None = None,
     ) -> tuple[str, dict[str, Any]] | str:
-        callbacks = run_manager.get_child() if run_manager is not None else None
-        result = await self.chain.ainvoke(query, patch_config(config, callbacks=callbacks))
-        return self._output(result)
+        return self._output(await self.chain.ainvoke(query, _chain_config(run_manager, config)))
 
     @staticmethod
     def load_artifact(message: ToolMessage | Mapping[str, Any]) -> dict[str, Any]:
@@ -191,37 +176,50 @@ def create_pleias_rag_tool(
         >>> from pleias_rag.testing import cached_trained_model
         >>> docs = [
         ...     Document(
-        ...         "The Eiffel Tower is a wrought-iron lattice tower in Paris. "
-        ...         "It was completed in 1889 for the World's Fair.",
-        ...         metadata={"title": "Eiffel Tower"},
+        ...         "The Moon orbits the Earth about once every 27 days. "
+        ...         "Its gravity causes the tides.",
+        ...         metadata={"title": "The Moon"},
         ...     ),
         ...     Document(
-        ...         "The Louvre is the most visited museum in the world. It houses the Mona Lisa."
+        ...         "The Louvre is the most visited museum in the world. "
+        ...         "It houses the Mona Lisa.",
+        ...         metadata={"title": "The Louvre"},
         ...     ),
+        ...     Document("Green tea comes from the leaves of Camellia sinensis."),
         ... ]
         >>> retriever = RunnableLambda(lambda question: docs)  # e.g. store.as_retriever()
-        >>> chat = ChatPleias(model=str(cached_trained_model("hash")), max_tokens=96)
+        >>> chat = ChatPleias(model=str(cached_trained_model("hash")), max_tokens=128)
         >>> tool = create_pleias_rag_tool(retriever, chat)
         >>> message = tool.invoke(
         ...     {
         ...         "type": "tool_call",
         ...         "id": "call-1",
         ...         "name": tool.name,
-        ...         "args": {"query": "When was the Eiffel Tower completed?"},
+        ...         "args": {"query": "What causes the tides, and what is in the Louvre?"},
         ...     }
         ... )
         >>> print(message.content)
-        The Eiffel Tower was completed in 1889[1].
+        The Moon's gravity causes the tides[1]. The Louvre houses the Mona Lisa[2].
         <BLANKLINE>
         Sources:
-        [1] Eiffel Tower: "It was completed in 1889 for the World's Fair."
+        [1] The Moon: "Its gravity causes the tides."
+        [2] The Louvre: "It houses the Mona Lisa."
         >>> [d.metadata["title"] for d in message.artifact["cited_documents"]]
-        ['Eiffel Tower']
-        >>> message.artifact["citations"][0]["extras"]["status"]
-        'verified'
+        ['The Moon', 'The Louvre']
+        >>> [c["extras"]["status"] for c in message.artifact["citations"]]
+        ['verified', 'verified']
     """
     chain = create_pleias_rag_chain(retriever, llm)
     return PleiasRAGTool(chain=chain, name=name, description=description)
+
+
+def _chain_config(
+    run_manager: CallbackManagerForToolRun | AsyncCallbackManagerForToolRun | None,
+    config: RunnableConfig | None,
+) -> RunnableConfig:
+    """``config`` for the chain run, traced as a child of the tool run."""
+    callbacks = run_manager.get_child() if run_manager is not None else None
+    return patch_config(config, callbacks=callbacks)
 
 
 # --------------------------------------------------------------------------- content
