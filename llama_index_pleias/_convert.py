@@ -8,9 +8,17 @@ back to the exact node it came from, offsets included.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -21,8 +29,10 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, NodeWithScore
 
-from pleias_rag import Citation, PleiasAnswer, Source
+from pleias_rag import Citation, Event, PleiasAnswer, Source
 from pleias_rag.errors import InvalidArgument, InvalidType
+from pleias_rag.fallback import VisibleText
+from pleias_rag.sources import make_source
 from pleias_rag.views.ranking import SourceUse
 
 logger = logging.getLogger(__name__)
@@ -36,6 +46,10 @@ DEFAULT_MODEL = "PleIAs/Pleias-RAG-350M"
 
 MetadataHeader: TypeAlias = bool | Sequence[str] | Callable[[BaseNode], str]
 OnInvalid: TypeAlias = Literal["skip", "raise"]
+
+_Chunk = TypeVar("_Chunk")
+#: What one stream event becomes (None: nothing to yield), given the stream's text fold.
+ChunkOf: TypeAlias = Callable[[Event, VisibleText], _Chunk | None]
 
 
 # --------------------------------------------------------------------------- models
@@ -58,6 +72,15 @@ def gen_kwargs(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         if value is not None:
             out[name] = value
     return out
+
+
+class Call:
+    """What to call a backend with: the query, the sources and the generation kwargs."""
+
+    __slots__ = ("gen", "query", "sources")
+
+    def __init__(self, query: str, sources: list[Source], gen: dict[str, Any]) -> None:
+        self.query, self.sources, self.gen = query, sources, gen
 
 
 # --------------------------------------------------------------------------- nodes
@@ -177,12 +200,8 @@ def to_sources(items: Iterable[object] | None) -> list[Source]:
         raise InvalidType("sources must be a list, not a single string")
     out: list[Source] = []
     for i, item in enumerate(items):
-        if isinstance(item, Source):
-            out.append(item)
-        elif isinstance(item, str):
-            if not item.strip():
-                raise InvalidArgument(f"source {i} is empty: give every source some text")
-            out.append(Source(item))
+        if isinstance(item, (Source, str)):
+            out.append(make_source(item, i))
         elif isinstance(item, CitableBlock):
             out.append(citable_to_source(item))
         elif isinstance(item, (NodeWithScore, BaseNode)):
@@ -277,6 +296,33 @@ def citation_blocks(answer: PleiasAnswer) -> list[CitationBlock]:
             )
         )
     return blocks
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def chunks(events: Iterable[Event], chunk: ChunkOf[_Chunk]) -> Generator[_Chunk, None, None]:
+    """The framework chunks of a stream: ``chunk(event, fold)`` for each event, Nones left
+    out, with one :class:`~pleias_rag.fallback.VisibleText` fold for the whole stream."""
+    fold = VisibleText()
+    for event in events:
+        if (out := chunk(event, fold)) is not None:
+            yield out
+
+
+async def achunks(
+    events: AsyncIterable[Event], chunk: ChunkOf[_Chunk]
+) -> AsyncGenerator[_Chunk, None]:
+    """:func:`chunks` of an async stream."""
+    fold = VisibleText()
+    async for event in events:
+        if (out := chunk(event, fold)) is not None:
+            yield out
+
+
+def text_delta(event: Event, fold: VisibleText) -> str | None:
+    """The text ``event`` adds to the visible answer (None when it adds none)."""
+    return fold.step(event) or None
 
 
 # --------------------------------------------------------------------------- answers

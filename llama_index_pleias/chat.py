@@ -9,7 +9,7 @@ which is what the query engine retrieves with and the Pleias model answers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.llms.types import ChatMessage
@@ -30,6 +30,9 @@ from .llms import PleiasLLM
 #: Key of the rewritten question in a chat response's ``metadata``.
 STANDALONE_KEY = "standalone_question"
 
+#: The ``chat_history`` argument of the chat methods (None or empty: the engine's memory).
+ChatHistory: TypeAlias = list[ChatMessage] | None
+
 
 class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
     """A ``CondenseQuestionChatEngine`` over a Pleias query engine, with a separate
@@ -47,45 +50,36 @@ class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
     - ``sources[0].raw_output`` is the query engine's cited ``Response``.
 
     Examples:
+        A streamed follow-up over three documents (see :func:`condense_chat_engine` for
+        ``chat``):
+
         >>> from llama_index.core import Document, SummaryIndex
         >>> from llama_index.core.base.llms.types import ChatMessage
         >>> from llama_index.core.llms.mock import MockFunctionCallingLLM
         >>> from llama_index_pleias import PleiasCondenseChatEngine, PleiasQueryEngine
         >>> from pleias_rag.testing import cached_trained_model
-        >>> index = SummaryIndex.from_documents(
-        ...     [
-        ...         Document(
-        ...             text="The Eiffel Tower is a wrought-iron lattice tower in Paris. "
-        ...             "It was completed in 1889 for the World's Fair."
-        ...         ),
-        ...         Document(
-        ...             text="The Louvre is the most visited museum in the world. "
-        ...             "It houses the Mona Lisa."
-        ...         ),
-        ...     ]
-        ... )
-        >>> engine = PleiasQueryEngine.from_retriever(
-        ...     index.as_retriever(), model=str(cached_trained_model("hash"))
-        ... )
+        >>> texts = [
+        ...     "The Moon orbits the Earth about once every 27 days. Its gravity causes the tides.",
+        ...     "The Louvre is the most visited museum in the world. It houses the Mona Lisa.",
+        ...     "Green tea comes from the leaves of Camellia sinensis.",
+        ... ]
+        >>> index = SummaryIndex.from_documents([Document(text=t) for t in texts])
+        >>> model = str(cached_trained_model("hash"))
+        >>> engine = PleiasQueryEngine.from_retriever(index.as_retriever(), model=model)
+        >>> standalone = "What causes the tides, and what is in the Louvre?"
+        >>> rewrite = ChatMessage(role="assistant", content=standalone)
         >>> rewriter = MockFunctionCallingLLM(  # a scripted LLM: use a real one
-        ...     is_chat_model=True,
-        ...     response_generator=lambda messages, **kwargs: ChatMessage(
-        ...         role="assistant", content="When was the Eiffel Tower completed?"
-        ...     ),
+        ...     is_chat_model=True, response_generator=lambda messages, **kwargs: rewrite
         ... )
+        >>> history = [ChatMessage(role="user", content="Tell me about the Moon.")]
         >>> chat = PleiasCondenseChatEngine.from_query_engine(
-        ...     engine,
-        ...     rewriter,
-        ...     chat_history=[
-        ...         ChatMessage(role="user", content="Tell me about the Eiffel Tower."),
-        ...         ChatMessage(role="assistant", content="It is a lattice tower in Paris."),
-        ...     ],
+        ...     engine, rewriter, chat_history=history
         ... )
-        >>> response = chat.stream_chat("When was it completed?")
+        >>> response = chat.stream_chat("What does it cause? And what is in the Louvre?")
         >>> "".join(response.response_gen)
-        'The Eiffel Tower was completed in 1889[1].'
-        >>> chat.standalone_question(response), len(response.source_nodes)
-        ('When was the Eiffel Tower completed?', 1)
+        "The Moon's gravity causes the tides[1]. The Louvre houses the Mona Lisa[2]."
+        >>> chat.standalone_question(response) == standalone, len(response.source_nodes)
+        (True, 2)
     """
 
     @classmethod
@@ -144,26 +138,22 @@ class PleiasCondenseChatEngine(CondenseQuestionChatEngine):
                 return query
         return None
 
-    def chat(
-        self, message: str, chat_history: list[ChatMessage] | None = None
-    ) -> AgentChatResponse:
+    def chat(self, message: str, chat_history: ChatHistory = None) -> AgentChatResponse:
         """Answer ``message`` (rewritten as a standalone question) with cited source nodes."""
         return _with_question(super().chat(message, chat_history))
 
-    async def achat(
-        self, message: str, chat_history: list[ChatMessage] | None = None
-    ) -> AgentChatResponse:
+    async def achat(self, message: str, chat_history: ChatHistory = None) -> AgentChatResponse:
         """:meth:`chat` without blocking the event loop."""
         return _with_question(await super().achat(message, chat_history))
 
     def stream_chat(
-        self, message: str, chat_history: list[ChatMessage] | None = None
+        self, message: str, chat_history: ChatHistory = None
     ) -> StreamingAgentChatResponse:
         """:meth:`chat`, the answer streamed."""
         return _linked(super().stream_chat(message, chat_history))
 
     async def astream_chat(
-        self, message: str, chat_history: list[ChatMessage] | None = None
+        self, message: str, chat_history: ChatHistory = None
     ) -> StreamingAgentChatResponse:
         """:meth:`stream_chat` without blocking the event loop."""
         return _linked(await super().astream_chat(message, chat_history))

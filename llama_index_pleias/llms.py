@@ -22,15 +22,18 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer, Source
+from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer
 from pleias_rag.backend import Backend, resolve_backend
 from pleias_rag.errors import InvalidType
 from pleias_rag.fallback import VisibleText, visible_text
 
 from ._convert import (
     DEFAULT_MODEL,
+    Call,
+    achunks,
     answer_kwargs,
     chat_inputs,
+    chunks,
     citation_blocks,
     gen_kwargs,
     to_sources,
@@ -151,16 +154,16 @@ class PleiasLLM(CustomLLM):
         }
         return gen_kwargs(defaults, overrides)
 
-    def _prepare(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> _Call:
+    def _prepare(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> Call:
         sources = to_sources(kwargs.pop("sources", None))
         to_prompt = self.completion_to_prompt
         query = prompt if formatted or to_prompt is None else to_prompt(prompt)
-        return _Call(query, sources, self.generation_kwargs(**kwargs))
+        return Call(query, sources, self.generation_kwargs(**kwargs))
 
-    def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> _Call:
+    def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Call:
         query, sources = chat_inputs(messages)
         sources += to_sources(kwargs.pop("sources", None))
-        return _Call(query, sources, self.generation_kwargs(**kwargs))
+        return Call(query, sources, self.generation_kwargs(**kwargs))
 
     # -- completion --
 
@@ -184,15 +187,7 @@ class PleiasLLM(CustomLLM):
     ) -> CompletionResponseGen:
         """:meth:`complete`, the answer streamed; the last chunk carries the citations."""
         call = self._prepare(prompt, formatted, kwargs)
-        events = self.backend.stream(call.query, call.sources, **call.gen)
-
-        def gen() -> CompletionResponseGen:
-            fold = VisibleText()
-            for event in events:
-                if (out := _completion_chunk(event, fold)) is not None:
-                    yield out
-
-        return gen()
+        return chunks(self.backend.stream(call.query, call.sources, **call.gen), _completion_chunk)
 
     @llm_completion_callback()
     async def astream_complete(
@@ -200,15 +195,9 @@ class PleiasLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         """:meth:`stream_complete` without blocking the event loop."""
         call = self._prepare(prompt, formatted, kwargs)
-        events = self.backend.astream(call.query, call.sources, **call.gen)
-
-        async def gen() -> CompletionResponseAsyncGen:
-            fold = VisibleText()
-            async for event in events:
-                if (out := _completion_chunk(event, fold)) is not None:
-                    yield out
-
-        return gen()
+        return achunks(
+            self.backend.astream(call.query, call.sources, **call.gen), _completion_chunk
+        )
 
     # -- chat --
 
@@ -228,15 +217,7 @@ class PleiasLLM(CustomLLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """:meth:`chat`, the answer streamed; the last chunk carries the citations."""
         call = self._prepare_chat(messages, kwargs)
-        events = self.backend.stream(call.query, call.sources, **call.gen)
-
-        def gen() -> ChatResponseGen:
-            fold = VisibleText()
-            for event in events:
-                if (out := _chat_chunk(event, fold)) is not None:
-                    yield out
-
-        return gen()
+        return chunks(self.backend.stream(call.query, call.sources, **call.gen), _chat_chunk)
 
     @llm_chat_callback()
     async def astream_chat(
@@ -244,25 +225,10 @@ class PleiasLLM(CustomLLM):
     ) -> ChatResponseAsyncGen:
         """:meth:`stream_chat` without blocking the event loop."""
         call = self._prepare_chat(messages, kwargs)
-        events = self.backend.astream(call.query, call.sources, **call.gen)
-
-        async def gen() -> ChatResponseAsyncGen:
-            fold = VisibleText()
-            async for event in events:
-                if (out := _chat_chunk(event, fold)) is not None:
-                    yield out
-
-        return gen()
+        return achunks(self.backend.astream(call.query, call.sources, **call.gen), _chat_chunk)
 
 
 _LOAD_SETTINGS = ("dialect", "device", "dtype")
-
-
-class _Call:
-    __slots__ = ("gen", "query", "sources")
-
-    def __init__(self, query: str, sources: list[Source], gen: dict[str, Any]) -> None:
-        self.query, self.sources, self.gen = query, sources, gen
 
 
 def _completion(answer: PleiasAnswer) -> CompletionResponse:

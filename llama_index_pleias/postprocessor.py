@@ -16,8 +16,8 @@ from pleias_rag.views.ranking import SourceUse, source_uses
 from ._convert import (
     DEFAULT_MODEL,
     PLEIAS_METADATA_KEY,
+    Call,
     NodeRef,
-    NodeSources,
     annotated_copy,
     nodes_to_sources,
 )
@@ -87,40 +87,35 @@ class PleiasReranker(BaseNodePostprocessor):
         """The Pleias LLM that ranks the nodes."""
         return self._llm
 
-    def _prepare(
-        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
-    ) -> tuple[str, NodeSources, dict[str, Any]] | None:
+    def _prepare(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> Call | None:
+        """What to ask the model with (None: no node has text, nothing to rank)."""
         if query_bundle is None:
             raise InvalidArgument("PleiasReranker needs the query: pass query_bundle or query_str")
         converted = nodes_to_sources(nodes)
         if not converted.sources:
             return None
         gen = self._llm.generation_kwargs(max_new_tokens=self.max_new_tokens)
-        return query_bundle.query_str, converted, gen
+        return Call(query_bundle.query_str, converted.sources, gen)
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        prepared = self._prepare(nodes, query_bundle)
-        if prepared is None:
+        if (call := self._prepare(nodes, query_bundle)) is None:
             return []
-        query, converted, gen = prepared
-        return self._rank(self._llm.backend.answer(query, converted.sources, **gen), converted)
+        return self._rank(self._llm.backend.answer(call.query, call.sources, **call.gen), call)
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        prepared = self._prepare(nodes, query_bundle)
-        if prepared is None:
+        if (call := self._prepare(nodes, query_bundle)) is None:
             return []
-        query, converted, gen = prepared
-        answer = await self._llm.backend.aanswer(query, converted.sources, **gen)
-        return self._rank(answer, converted)
+        answer = await self._llm.backend.aanswer(call.query, call.sources, **call.gen)
+        return self._rank(answer, call)
 
-    def _rank(self, answer: PleiasAnswer, converted: NodeSources) -> list[NodeWithScore]:
+    def _rank(self, answer: PleiasAnswer, call: Call) -> list[NodeWithScore]:
         # Nodes that did not fit the prompt are unused (score 0), kept last by keep="all".
         out: list[NodeWithScore] = []
-        for use in source_uses(answer, converted.sources):
+        for use in source_uses(answer, call.sources):
             if not _kept(use, self.keep):
                 continue
             out.append(_ranked_copy(use))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Generator, Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.response.schema import (
@@ -36,10 +37,13 @@ from ._convert import (
     NodeRef,
     NodeSources,
     OnInvalid,
+    achunks,
     annotated_copy,
     answer_kwargs,
+    chunks,
     node_ids,
     nodes_to_sources,
+    text_delta,
 )
 from .llms import PleiasLLM
 
@@ -153,16 +157,6 @@ class PleiasSynthesizer(BaseSynthesizer):
 
     # -- the node-aware entry points --
 
-    def _start(
-        self, query: QueryTextType, nodes: Sequence[NodeWithScore]
-    ) -> tuple[QueryBundle, NodeSources]:
-        dispatcher.event(SynthesizeStartEvent(query=query))
-        bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
-        converted = nodes_to_sources(
-            nodes, metadata_header=self._metadata_header, on_invalid=self._on_invalid
-        )
-        return bundle, converted
-
     def synthesize(
         self,
         query: QueryTextType,
@@ -171,24 +165,11 @@ class PleiasSynthesizer(BaseSynthesizer):
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
         """Answer ``query`` from ``nodes``: the cited nodes (annotated copies) as source nodes."""
-        bundle, converted = self._start(query, nodes)
-        gen = self._pleias_llm.generation_kwargs(**response_kwargs)
-        extra = list(additional_source_nodes or [])
-        with self._callback_manager.event(
-            CBEventType.SYNTHESIZE, payload={EventPayload.QUERY_STR: bundle.query_str}
-        ) as event:
-            response: RESPONSE_TYPE
-            if not converted.sources:
-                response = self._empty(converted, extra, asynchronous=False)
-            elif self._streaming:
-                response = self._stream(bundle.query_str, converted, extra, gen)
-            else:
-                backend = self._pleias_llm.backend
-                answer = backend.answer(bundle.query_str, converted.sources, **gen)
-                response = _response(answer, converted, extra)
-            event.on_end(payload={EventPayload.RESPONSE: response})
-        dispatcher.event(SynthesizeEndEvent(query=bundle, response=response))
-        return response
+        with self._synthesis(query, nodes, additional_source_nodes, response_kwargs) as run:
+            if run.response is None:
+                answer = self._pleias_llm.backend.answer(run.query, run.sources, **run.gen)
+                run.finish(answer)
+        return run.result()
 
     async def asynthesize(
         self,
@@ -198,74 +179,76 @@ class PleiasSynthesizer(BaseSynthesizer):
         **response_kwargs: Any,
     ) -> RESPONSE_TYPE:
         """:meth:`synthesize` without blocking the event loop."""
-        bundle, converted = self._start(query, nodes)
+        with self._synthesis(
+            query, nodes, additional_source_nodes, response_kwargs, asynchronous=True
+        ) as run:
+            if run.response is None:
+                answer = await self._pleias_llm.backend.aanswer(run.query, run.sources, **run.gen)
+                run.finish(answer)
+        return run.result()
+
+    @contextmanager
+    def _synthesis(
+        self,
+        query: QueryTextType,
+        nodes: Sequence[NodeWithScore],
+        additional_source_nodes: Sequence[NodeWithScore] | None,
+        response_kwargs: dict[str, Any],
+        asynchronous: bool = False,
+    ) -> Iterator[_Synthesis]:
+        """One synthesis, inside its instrumentation events and callback event.
+
+        The response is made here when no answer is to be awaited (no usable node, or a
+        stream); otherwise the caller gives the answer to :meth:`_Synthesis.finish`.
+        """
+        dispatcher.event(SynthesizeStartEvent(query=query))
+        bundle = QueryBundle(query_str=query) if isinstance(query, str) else query
+        converted = nodes_to_sources(
+            nodes, metadata_header=self._metadata_header, on_invalid=self._on_invalid
+        )
         gen = self._pleias_llm.generation_kwargs(**response_kwargs)
-        extra = list(additional_source_nodes or [])
+        run = _Synthesis(bundle.query_str, converted, list(additional_source_nodes or []), gen)
         with self._callback_manager.event(
             CBEventType.SYNTHESIZE, payload={EventPayload.QUERY_STR: bundle.query_str}
         ) as event:
-            response: RESPONSE_TYPE
             if not converted.sources:
-                response = self._empty(converted, extra, asynchronous=True)
+                run.response = self._empty(run, asynchronous)
             elif self._streaming:
-                response = self._astream(bundle.query_str, converted, extra, gen)
-            else:
-                backend = self._pleias_llm.backend
-                answer = await backend.aanswer(bundle.query_str, converted.sources, **gen)
-                response = _response(answer, converted, extra)
-            event.on_end(payload={EventPayload.RESPONSE: response})
-        dispatcher.event(SynthesizeEndEvent(query=bundle, response=response))
-        return response
+                run.response = self._stream(run, asynchronous)
+            yield run
+            event.on_end(payload={EventPayload.RESPONSE: run.result()})
+        dispatcher.event(SynthesizeEndEvent(query=bundle, response=run.result()))
 
-    def _empty(
-        self, converted: NodeSources, extra: list[NodeWithScore], *, asynchronous: bool
-    ) -> RESPONSE_TYPE:
-        metadata = _empty_metadata(converted)
+    def _empty(self, run: _Synthesis, asynchronous: bool) -> RESPONSE_TYPE:
+        metadata = _empty_metadata(run.converted)
         if not self._streaming:
-            return Response(self._empty_response, source_nodes=extra, metadata=metadata)
+            return Response(self._empty_response, source_nodes=run.extra, metadata=metadata)
         if asynchronous:
             return AsyncStreamingResponse(
-                self._empty_response_agenerator(), source_nodes=extra, metadata=metadata
+                self._empty_response_agenerator(), source_nodes=run.extra, metadata=metadata
             )
         return StreamingResponse(
-            self._empty_response_generator(), source_nodes=extra, metadata=metadata
+            self._empty_response_generator(), source_nodes=run.extra, metadata=metadata
         )
 
     def _stream(
-        self,
-        query: str,
-        converted: NodeSources,
-        extra: list[NodeWithScore],
-        gen: dict[str, Any],
-    ) -> StreamingResponse:
-        events = self._pleias_llm.backend.stream(query, converted.sources, **gen)
-        response = StreamingResponse(_nothing(), source_nodes=[], metadata={})
+        self, run: _Synthesis, asynchronous: bool
+    ) -> StreamingResponse | AsyncStreamingResponse:
+        """A streaming response whose nodes and metadata fill in when the stream ends."""
+        backend = self._pleias_llm.backend
 
-        def text() -> Generator[str, None, None]:
-            fold = VisibleText()
-            for event in events:
-                if delta := _step(fold, event, response, converted, extra):
-                    yield delta
+        def step(event: Event, fold: VisibleText) -> str | None:
+            if isinstance(event, Finished):
+                _fill(response, event.answer, run.converted, run.extra)
+            return text_delta(event, fold)
 
-        response.response_gen = text()
-        return response
-
-    def _astream(
-        self,
-        query: str,
-        converted: NodeSources,
-        extra: list[NodeWithScore],
-        gen: dict[str, Any],
-    ) -> AsyncStreamingResponse:
-        events = self._pleias_llm.backend.astream(query, converted.sources, **gen)
-
-        async def text() -> AsyncGenerator[str, None]:
-            fold = VisibleText()
-            async for event in events:
-                if delta := _step(fold, event, response, converted, extra):
-                    yield delta
-
-        response = AsyncStreamingResponse(text(), source_nodes=[], metadata={})
+        response: StreamingResponse | AsyncStreamingResponse
+        if asynchronous:
+            events = backend.astream(run.query, run.sources, **run.gen)
+            response = AsyncStreamingResponse(achunks(events, step), source_nodes=[], metadata={})
+        else:
+            text = chunks(backend.stream(run.query, run.sources, **run.gen), step)
+            response = StreamingResponse(text, source_nodes=[], metadata={})
         return response
 
     # -- the text-only interface of BaseSynthesizer --
@@ -274,43 +257,53 @@ class PleiasSynthesizer(BaseSynthesizer):
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
     ) -> RESPONSE_TEXT_TYPE:
         """Answer from plain text chunks (no node mapping: prefer :meth:`synthesize`)."""
-        sources = [Source(t) for t in text_chunks if t.strip()]
-        gen = self._pleias_llm.generation_kwargs(**response_kwargs)
+        sources, gen = self._text_inputs(text_chunks, response_kwargs)
         backend = self._pleias_llm.backend
         if not self._streaming:
             return visible_text(backend.answer(query_str, sources, **gen))
-        fold = VisibleText()
-        return (d for e in backend.stream(query_str, sources, **gen) if (d := fold.step(e)))
+        return chunks(backend.stream(query_str, sources, **gen), text_delta)
 
     async def aget_response(
         self, query_str: str, text_chunks: Sequence[str], **response_kwargs: Any
     ) -> RESPONSE_TEXT_TYPE:
         """Async :meth:`get_response`."""
-        sources = [Source(t) for t in text_chunks if t.strip()]
-        gen = self._pleias_llm.generation_kwargs(**response_kwargs)
+        sources, gen = self._text_inputs(text_chunks, response_kwargs)
         backend = self._pleias_llm.backend
         if not self._streaming:
             return visible_text(await backend.aanswer(query_str, sources, **gen))
-        fold = VisibleText()
-        events = backend.astream(query_str, sources, **gen)
-        return (d async for e in events if (d := fold.step(e)))
+        return achunks(backend.astream(query_str, sources, **gen), text_delta)
+
+    def _text_inputs(
+        self, text_chunks: Sequence[str], response_kwargs: dict[str, Any]
+    ) -> tuple[list[Source], dict[str, Any]]:
+        sources = [Source(t) for t in text_chunks if t.strip()]
+        return sources, self._pleias_llm.generation_kwargs(**response_kwargs)
 
 
-def _step(
-    fold: VisibleText,
-    event: Event,
-    response: StreamingResponse | AsyncStreamingResponse,
-    converted: NodeSources,
-    extra: list[NodeWithScore],
-) -> str:
-    """The text ``event`` adds; the answer fills the response's nodes and metadata first."""
-    if isinstance(event, Finished):
-        _fill(response, event.answer, converted, extra)
-    return fold.step(event)
+class _Synthesis:
+    """What one synthesis answers with, and its response once made."""
 
+    __slots__ = ("converted", "extra", "gen", "query", "response")
 
-def _nothing() -> Generator[str, None, None]:
-    yield from ()
+    def __init__(
+        self, query: str, converted: NodeSources, extra: list[NodeWithScore], gen: dict[str, Any]
+    ) -> None:
+        self.query, self.converted, self.extra, self.gen = query, converted, extra, gen
+        self.response: RESPONSE_TYPE | None = None
+
+    @property
+    def sources(self) -> list[Source]:
+        """The sources to answer from."""
+        return self.converted.sources
+
+    def finish(self, answer: PleiasAnswer) -> None:
+        """Make the (non-streaming) response from the model's answer."""
+        self.response = _response(answer, self.converted, self.extra)
+
+    def result(self) -> RESPONSE_TYPE:
+        """The response (made by now)."""
+        assert self.response is not None
+        return self.response
 
 
 def _as_llm(
