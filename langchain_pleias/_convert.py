@@ -32,6 +32,7 @@ GENERATION_KWARGS = frozenset({"max_tokens", "max_new_tokens", "temperature", "t
 SOURCE_ID_KEY = "pleias_source_id"
 CITATIONS_KEY = "pleias_citations"
 SCORE_KEY = "relevance_score"
+SEEN_KEY = "pleias_seen"
 
 _MEDIA_BLOCKS = frozenset({"image", "audio", "video", "file", "image_url", "input_audio"})
 
@@ -327,14 +328,15 @@ def source_keys(sources: Sequence[Source]) -> list[str]:
 
 def annotated_copy(doc: Document, use: SourceUse) -> Document:
     """A copy of ``doc`` whose metadata tells how the answer used it: its source id, its
-    relevance score, and the citations it holds (:meth:`SourceUse.annotations`: core
-    citation dicts, whose ``source_start``/``source_end`` are offsets in its
-    ``page_content``)."""
+    relevance score (None when the model never saw it: ``pleias_seen`` is False), and the
+    citations it holds (:meth:`SourceUse.annotations`: core citation dicts, whose
+    ``source_start``/``source_end`` are offsets in its ``page_content``)."""
     notes = use.annotations()
     metadata = {
         **doc.metadata,
         SOURCE_ID_KEY: notes["source_id"],
         SCORE_KEY: notes["relevance_score"],
+        SEEN_KEY: notes["seen"],
         CITATIONS_KEY: notes["citations"],
     }
     return doc.model_copy(update={"metadata": metadata}, deep=False)

@@ -24,10 +24,11 @@ class PleiasReranker(PleiasParams, BaseDocumentCompressor):
 
     The model reads the query and the documents and writes its source analysis and answer.
     Documents cited in the answer come first (in order of first citation, relevance score
-    1.0), then those mentioned in the analysis (in order of mention, 0.5), then the rest
-    (0.0, left out unless ``keep_unused``). Each returned document is a copy whose metadata
-    adds ``relevance_score``, ``pleias_source_id`` and ``pleias_citations`` (the quotes).
-    Documents the context window could not hold were not seen and count as not mentioned.
+    1.0), then those mentioned in the analysis (in order of mention, 0.5), then the ones the
+    model never saw (the context window could not hold them: always returned, relevance
+    ``None``, ``pleias_seen`` False, and a warning is logged), then the rest (0.0, left out
+    unless ``keep_unused``). Each returned document is a copy whose metadata adds
+    ``relevance_score``, ``pleias_seen``, ``pleias_source_id`` and ``pleias_citations``.
 
     With ``analysis_only=True`` generation stops where the answer would start: faster, and
     the ranking rests on the analysis alone (no document is "cited").
@@ -68,7 +69,7 @@ class PleiasReranker(PleiasParams, BaseDocumentCompressor):
 
     def _ranked(self, answer: PleiasAnswer, sources: Sequence[Source]) -> list[Document]:
         uses: list[SourceUse] = source_uses(answer, sources)
-        kept = [u for u in uses if self.keep_unused or u.score > 0]
+        kept = [u for u in uses if self.keep_unused or not u.seen or u.cited or u.mentioned]
         docs = [annotated_copy(u.source.ref, u) for u in kept]
         return docs if self.top_n is None else docs[: self.top_n]
 

@@ -36,7 +36,10 @@ class PleiasReranker(BaseNodePostprocessor):
     The model answers the query from the nodes; each node then gets the relevance score of
     :mod:`pleias_rag.views.ranking` (1.0 cited, 0.5 mentioned in the source analysis, 0.0
     unused) and the nodes are ordered by the model's ranking (cited in order of first citation,
-    mentioned in order of mention, the rest in input order). Returned nodes are deep copies
+    mentioned in order of mention, the rest in input order). Nodes the model never saw (the
+    context window could not hold them) are kept by every ``keep`` setting, after the
+    mentioned ones, with score None and ``metadata["pleias_citations"]["seen"]`` False: their
+    relevance is unknown, not zero. Returned nodes are deep copies
     (same ids) whose score is the relevance and whose ``metadata["pleias_citations"]`` holds
     the citations, the rank and the original ``retrieval_score``.
 
@@ -113,7 +116,6 @@ class PleiasReranker(BaseNodePostprocessor):
         return self._rank(answer, call)
 
     def _rank(self, answer: PleiasAnswer, call: Call) -> list[NodeWithScore]:
-        # Nodes that did not fit the prompt are unused (score 0), kept last by keep="all".
         out: list[NodeWithScore] = []
         for use in source_uses(answer, call.sources):
             if not _kept(use, self.keep):
@@ -125,6 +127,8 @@ class PleiasReranker(BaseNodePostprocessor):
 
 
 def _kept(use: SourceUse, keep: Keep) -> bool:
+    if not use.seen:
+        return True  # not judged: dropping it would lose a node nobody looked at
     if keep == "cited":
         return use.cited
     if keep == "mentioned":

@@ -22,16 +22,19 @@ class SourceUse:
 
     ``citations`` are the citations whose quote it holds (:attr:`Citation.credited`): the
     verified and approximate ones naming it, and misattributed ones naming another source;
-    unverified quotes credit nothing. ``rank`` is its place in the model's own ordering
-    (cited in order of first citation, then mentioned in order of mention, then the rest in
-    input order).
+    unverified quotes credit nothing. ``rank`` is its place in the model's own ordering:
+    cited in order of first citation, then mentioned in order of mention, then the sources
+    the model never saw (left out of the prompt by the context budget or the source limit:
+    ``seen`` is False and ``score`` None, their relevance is unknown), then the rest, seen and
+    unused, in input order.
     """
 
     source: Source
     citations: tuple[Citation, ...]
     mentioned: bool
-    score: float
+    score: float | None
     rank: int
+    seen: bool = True
 
     @property
     def cited(self) -> bool:
@@ -49,6 +52,7 @@ class SourceUse:
         return {
             "source_id": self.source.id,
             "relevance_score": self.score,
+            "seen": self.seen,
             "citations": [c.to_dict() for c in self.citations],
         }
 
@@ -63,20 +67,25 @@ def source_uses(answer: PleiasAnswer, sources: Sequence[Source] | None = None) -
             by_obj.setdefault(id(s), []).append(c)
             first_cited.setdefault(id(s), i)
     mention_rank = {sid: i for i, sid in enumerate(answer.mentioned_ids)}
+    unseen = set(answer.dropped_source_ids)
     uses = []
     for pos, s in enumerate(sources):
         cites = tuple(by_obj.get(id(s), ()))
         mentioned = s.id in mention_rank
-        score = CITED_SCORE if cites else MENTIONED_SCORE if mentioned else UNUSED_SCORE
+        seen = bool(cites or mentioned) or s.id not in unseen
+        score: float | None = (
+            CITED_SCORE if cites else MENTIONED_SCORE if mentioned else UNUSED_SCORE
+        )
+        group = 0 if cites else 1 if mentioned else 3 if seen else 2
         key = (
-            0 if cites else 1 if mentioned else 2,
+            group,
             first_cited.get(id(s), 0) if cites else mention_rank.get(s.id, pos),
             pos,
         )
-        uses.append((key, SourceUse(s, cites, mentioned, score, 0)))
+        uses.append((key, SourceUse(s, cites, mentioned, score if seen else None, 0, seen)))
     uses.sort(key=lambda item: item[0])
     return [
-        SourceUse(u.source, u.citations, u.mentioned, u.score, rank)
+        SourceUse(u.source, u.citations, u.mentioned, u.score, rank, u.seen)
         for rank, (_, u) in enumerate(uses)
     ]
 
