@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
@@ -38,6 +39,8 @@ from .sources import Source, group_sources
 from .tokens import EncodedPrompt, PromptEncoder
 
 __all__ = ["Backend", "resolve_backend"]
+
+_log = logging.getLogger("pleias_rag")
 
 # What an engine may leave at the end of the text: EOS as Pleias and older Llama tokenizers
 # write it. The parser stops there anyway; it is cut from ``PleiasAnswer.raw``.
@@ -143,7 +146,8 @@ class Backend:
     ) -> EncodedPrompt:
         """The prompt that would be sent (ids, or the string prompt without a tokenizer),
         and the sources kept, dropped and truncated."""
-        return self._prepare(query, sources_arg(sources), self._settings.merged(**gen)).encoded
+        settings = self._settings.merged(**gen)
+        return self._prepare(query, sources_arg(sources), settings, report=False).encoded
 
     def prompt_tokens(
         self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
@@ -154,16 +158,51 @@ class Backend:
 
     # -- preparing ---------------------------------------------------------------------
 
-    def _prepare(self, query: str, sources: list[Source], settings: GenerationSettings) -> _Call:
+    def _prepare(
+        self,
+        query: str,
+        sources: list[Source],
+        settings: GenerationSettings,
+        *,
+        report: bool = True,
+    ) -> _Call:
         self._engine.prepare()
-        return _Call(self._encode(query, sources, settings), settings)
+        call = _Call(self._encode(query, sources, settings), settings)
+        if report:
+            self._report(call)
+        return call
 
     async def _aprepare(
         self, query: str, sources: list[Source], settings: GenerationSettings
     ) -> _Call:
         await self._engine.aprepare()  # tokenizing (and loading the tokenizer): off the loop
         encoded = await asyncio.to_thread(self._encode, query, sources, settings)
-        return _Call(encoded, settings)
+        call = _Call(encoded, settings)
+        self._report(call)
+        return call
+
+    def _report(self, call: _Call) -> None:
+        """A warning when the prompt leaves sources out or cuts them: the answer's
+        ``dropped_source_ids``/``truncated_source_ids`` say which, but not to one who does
+        not look."""
+        enc = call.encoded
+        if not (enc.dropped_ids or enc.truncated_ids):
+            return
+        limit = self._max_sources
+        if limit is None and self.dialect == NUMBERED:
+            limit = NUMBERED_MAX_SOURCES
+        _log.warning(
+            "the prompt left out %d source(s) %s and cut %d %s to fit the context window of "
+            "%d tokens with max_new_tokens=%d%s: give fewer or shorter sources, or lower "
+            "max_new_tokens",
+            len(enc.dropped_ids),
+            list(enc.dropped_ids),
+            len(enc.truncated_ids),
+            list(enc.truncated_ids),
+            self.context_window,
+            call.settings.max_new_tokens,
+            "" if limit is None else f" and the limit of {limit} sources",
+        )
 
     def _encode(
         self, query: str, sources: list[Source], settings: GenerationSettings
