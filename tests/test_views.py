@@ -75,3 +75,23 @@ def test_the_data_module_imports_no_view() -> None:
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = [n.module or "" for n in top if isinstance(n, ast.ImportFrom)]
     assert not any(m.startswith(("views", "html", "plain", "ranking")) for m in names)
+
+
+def test_the_page_links_only_http_and_relative_urls() -> None:
+    from pleias_rag.views import render_page
+
+    quote = "The Eiffel Tower was completed in 1889"
+    for url, linked in [
+        ("javascript:alert(document.cookie)", False),
+        (" JaVa\tScript:alert(1)", False),
+        ("data:text/html,<script>x</script>", False),
+        ("https://example.org/tower", True),
+        ("docs/tower.html", True),
+    ]:
+        src = Source(TOWER.text, metadata={"title": "Tower", "url": url})
+        raw = f"x<|source_analysis_end|><|answer_start|>Yes{ref(src.id, quote)}.<|answer_end|>"
+        page = render_page(parse_response(raw, [src], "hash", start="source_analysis"))
+        assert ('href="' + url.strip() in page) is linked, url
+        hrefs = [h.lower().replace("\t", "") for h in page.split('href="')[1:]]
+        assert not any(h.lstrip().startswith(("javascript:", "data:")) for h in hrefs)
+        assert "Tower" in page  # the label stays (as text when it is not a safe link)

@@ -20,6 +20,19 @@ padding:.2rem 1rem} .source pre{white-space:pre-wrap;font:inherit} mark{backgrou
 """
 
 
+def safe_href(url: str | None) -> str | None:
+    """``url`` when it may be a link target: http(s), or relative; None for any other scheme
+    (``javascript:``, ``data:``...), which a document's metadata could carry into a page."""
+    if not url:
+        return None
+    # Browsers drop tabs, newlines and control characters inside a scheme ("java\tscript:").
+    squeezed = "".join(ch for ch in url if ord(ch) > 32 and ord(ch) != 127)
+    scheme, sep, _ = squeezed.partition(":")
+    if sep and "/" not in scheme and "?" not in scheme and "#" not in scheme:
+        return url.strip() if scheme.lower() in ("http", "https") else None
+    return url.strip()  # no scheme: a relative reference
+
+
 def render_page(answer: PleiasAnswer, *, query: str | None = None) -> str:
     """The whole HTML document for ``answer`` (``query`` shown as the heading)."""
     title = html.escape(query or "Answer")
@@ -28,7 +41,7 @@ def render_page(answer: PleiasAnswer, *, query: str | None = None) -> str:
         number = use.citations[0].number
         src = use.source
         label = html.escape(source_label(src))
-        url = src.url
+        url = safe_href(src.url)
         heading = f'<a href="{html.escape(url)}">{label}</a>' if url else label
         badges = "".join(
             f'<span class="badge {c.status}">[{c.number}] {c.status}</span>' for c in use.citations
