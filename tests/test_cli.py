@@ -113,7 +113,7 @@ def test_console_script_entry_point(docs: Path) -> None:
     script = Path(sys.executable).with_name("pleias-rag")
     assert script.exists(), "pip install -e . installs the pleias-rag command"
     proc = subprocess.run(
-        [str(script), "ask", "x", "--docs", str(docs / "none")],
+        [str(script), "ask", "Which year?", "--docs", str(docs / "none")],
         capture_output=True,
         text=True,
         timeout=120,
