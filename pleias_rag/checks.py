@@ -7,7 +7,7 @@ from typing import overload
 
 from .errors import InvalidArgument
 
-__all__ = ["check_int", "check_number", "check_seconds"]
+__all__ = ["check_int", "check_number", "check_query", "check_seconds"]
 
 
 @overload
@@ -55,3 +55,13 @@ def check_seconds(
             f"{name} must be {'> 0' if positive else '>= 0'} seconds, got {value}"
         )
     return float(value)
+
+
+def check_query(query: object) -> str:
+    """``query`` as a question: a non-empty str (checked when a call is made, not when its
+    stream is first iterated)."""
+    if not isinstance(query, str):
+        raise InvalidArgument(f"query must be a str (the question), got {type(query).__name__}")
+    if not query.strip():
+        raise InvalidArgument("query is empty: ask a question")
+    return query

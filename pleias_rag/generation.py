@@ -12,12 +12,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .checks import check_int, check_number
+from .checks import check_int, check_number, check_query
 from .errors import InvalidArgument
 from .sources import Source, make_sources
 
 if TYPE_CHECKING:
     pass
+
+#: The largest seed: ``torch.Generator.manual_seed`` takes a 64-bit unsigned int.
+MAX_SEED = 2**64 - 1
+#: The range of a sampling temperature (0 is greedy): outside it, the logits divided by the
+#: temperature over- or underflow in float32.
+MIN_TEMPERATURE = 1e-6
+MAX_TEMPERATURE = 1e6
 
 SourceLike = Source | str
 # A (query, sources) pair, or a bare query with no sources.
@@ -32,10 +39,11 @@ class GenerationSettings:
         max_new_tokens: the most tokens to generate. The prompt is packed so that it plus
             this many tokens fit the model's context window.
         temperature: 0 is greedy decoding (recommended: citations are quoted more exactly);
-            above 0 samples with this temperature.
+            else sampling with this temperature, in [1e-6, 1e6].
         top_p: nucleus sampling threshold, used only when sampling.
         seed: makes sampling reproducible: the same seed and inputs give the same output,
-            whatever else is generated meanwhile. None: drawn from torch's global RNG.
+            whatever else is generated meanwhile; an int in [0, 2**64). None: drawn from
+            torch's global RNG.
         stop: extra stop strings; the output is cut before the first one found.
             ``<|answer_end|>`` and EOS always stop generation.
         min_new_tokens: generate at least this many tokens (EOS and ``<|answer_end|>`` are
@@ -57,11 +65,24 @@ class GenerationSettings:
                 f"min_new_tokens={self.min_new_tokens} is above max_new_tokens="
                 f"{self.max_new_tokens}: lower min_new_tokens or raise max_new_tokens"
             )
-        check_number("temperature", self.temperature, low=0.0)
+        temperature = check_number("temperature", self.temperature, low=0.0)
+        if temperature != 0.0 and not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+            # Beyond these, logits / temperature over- or underflows in float32: NaN tokens.
+            raise InvalidArgument(
+                f"temperature must be 0 (greedy) or in [{MIN_TEMPERATURE:g}, "
+                f"{MAX_TEMPERATURE:g}], got {self.temperature}: use 0 for greedy decoding, "
+                "or a temperature such as 0.7 to sample"
+            )
         check_number("top_p", self.top_p, low=0.0, high=1.0, low_open=True)
         if self.seed is not None:
-            check_int("seed", self.seed, 0)
-        object.__setattr__(self, "temperature", float(self.temperature))
+            seed = check_int("seed", self.seed, 0)
+            if seed > MAX_SEED:
+                raise InvalidArgument(
+                    f"seed must be below 2**64 (what torch.Generator.manual_seed takes), got "
+                    f"{seed}: use a smaller seed, e.g. seed % 2**64"
+                )
+            object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "temperature", temperature)
         object.__setattr__(self, "top_p", float(self.top_p))
         object.__setattr__(self, "stop", _check_stop(self.stop))
 
@@ -124,7 +145,7 @@ def sources_arg(sources: Sequence[SourceLike] | None) -> list[Source]:
         raise InvalidArgument("sources must be a list of texts or Source objects, not one str")
     if not hasattr(sources, "__iter__"):
         raise InvalidArgument(f"sources must be a list, got {type(sources).__name__}")
-    return make_sources(sources)
+    return make_sources(sources)  # rejects a mapping (its keys are no texts)
 
 
 def batch_items(items: Sequence[BatchItem]) -> list[tuple[str, list[Source]]]:
@@ -134,15 +155,22 @@ def batch_items(items: Sequence[BatchItem]) -> list[tuple[str, list[Source]]]:
     out: list[tuple[str, list[Source]]] = []
     for i, item in enumerate(items):
         if isinstance(item, str):
-            out.append((item, []))
+            out.append((_batch_query(i, item), []))
         elif isinstance(item, (tuple, list)) and len(item) == 2:
-            out.append((item[0], sources_arg(item[1])))
+            out.append((_batch_query(i, item[0]), sources_arg(item[1])))
         else:
             raise InvalidArgument(
                 f"answer_batch item {i} must be a (query, sources) pair or a query str, "
                 f"got {type(item).__name__}"
             )
     return out
+
+
+def _batch_query(index: int, query: object) -> str:
+    try:
+        return check_query(query)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"answer_batch item {index}: {exc}") from None
 
 
 def __getattr__(name: str) -> Any:

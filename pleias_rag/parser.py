@@ -253,6 +253,7 @@ class StreamParser:
         ``finish_reason`` overrides the reason read from the text (a backend knows whether it
         hit its token limit).
         """
+        _check_finish_reason(finish_reason)
         events = self.feed("") if self._result is None else []
         for tok in self._lexer.close():
             self._token(tok, events)
@@ -490,10 +491,19 @@ def parse_response(
         raise InvalidArgument(
             f"raw must be the model's output text (str), got {type(raw).__name__}"
         )
+    _check_finish_reason(finish_reason)
     parser = StreamParser(sources, dialect, start=start, query=query)
     parser.feed(raw)
     parser.close(finish_reason)
     return parser.result
+
+
+def _check_finish_reason(finish_reason: object) -> None:
+    if finish_reason not in (None, "stop", "length"):
+        raise InvalidArgument(
+            f"finish_reason must be 'stop', 'length' or None (read from the text), got "
+            f"{finish_reason!r}"
+        )
 
 
 async def feed_off_loop(feed: Callable[[str], T], chunk: str) -> T:

@@ -26,8 +26,10 @@ class Source:
 
     Attributes:
         text: the text put in the prompt.
-        id: the id written in the prompt (hash dialect) and cited back by the model.
-        metadata: arbitrary metadata, kept untouched (title and url are shown when present).
+        id: the id written in the prompt (hash dialect) and cited back by the model; empty
+            (or None): the hash of the text (:func:`source_id`).
+        metadata: arbitrary metadata, kept untouched (title and url are shown when present);
+            None is taken as no metadata.
         ref: a back-reference to the framework object the source came from (a LangChain
             ``Document``, a LlamaIndex node...), never read by the core.
     """
@@ -44,10 +46,20 @@ class Source:
             raise InvalidArgument(
                 "Source.text is empty: give every source some text, or leave it out"
             )
-        if not self.id:
+        if self.id is None or self.id == "":
             object.__setattr__(self, "id", source_id(self.text))
         elif not isinstance(self.id, str):
-            raise InvalidArgument(f"Source.id must be a str, got {type(self.id).__name__}")
+            raise InvalidArgument(
+                f"Source.id must be a str, got {self.id!r} ({type(self.id).__name__}): give "
+                "str(id), or leave it empty to use the text's hash"
+            )
+        if self.metadata is None:
+            object.__setattr__(self, "metadata", MappingProxyType({}))
+        elif not isinstance(self.metadata, Mapping):
+            raise InvalidArgument(
+                f"Source.metadata must be a mapping (a dict), got "
+                f"{type(self.metadata).__name__}: give a dict such as {{'title': ...}}, or none"
+            )
 
     @property
     def title(self) -> str | None:
@@ -72,6 +84,14 @@ def make_sources(
 
     ``id_function`` overrides :func:`source_id` for sources that carry no explicit id.
     """
+    if isinstance(items, Mapping):
+        raise InvalidArgument(
+            f"sources must be a list of texts or Source objects, not a "
+            f"{type(items).__name__} (its keys would be taken as the texts): give "
+            "list(d.values()), or [Source(text, metadata=...) ...]"
+        )
+    if isinstance(items, (str, bytes)):
+        raise InvalidArgument("sources must be a list of texts or Source objects, not one str")
     return [make_source(item, i, id_function=id_function) for i, item in enumerate(items)]
 
 

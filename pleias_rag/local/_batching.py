@@ -6,6 +6,11 @@ waiting a few milliseconds for concurrent callers to arrive, then runs ONE left-
 attention-masked ``generate`` for all of them. Greedy rows come out as they would one by one;
 each row stops on its own (see :class:`~._streaming.RowStopper`) and its result is sent as soon
 as it is done.
+
+One request never fails its neighbours: an error raised by one row's own code (its decoding,
+its sampler) fails that row only, and when the batched ``generate`` itself raises, the rows not
+yet done are run again in halves until the failing one is alone; only its caller gets the
+error. A streamed row run again sends only what it had not sent yet (see ``Row.replay``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ import torch
 
 from ._sampling import RowSampler
 from ._streaming import Request, Row, RowStopper
+
+
+class WorkerClosed(RuntimeError):
+    """The worker takes no more requests (closed, or its thread died): get a new one."""
 
 
 def batch_key(req: Request) -> Hashable:
@@ -50,7 +59,7 @@ class _Loop:
     def submit(self, requests: Sequence[Request]) -> None:
         with self.cond:
             if self.closed:
-                raise RuntimeError(f"the generation worker of {self.name!r} is closed")
+                raise WorkerClosed(f"the generation worker of {self.name!r} is closed")
             self.pending.extend(requests)
             self.cond.notify_all()
 
@@ -81,10 +90,11 @@ class _Loop:
                 with self.cond:
                     self.busy = False
                     self.cond.notify_all()
-        except BaseException as exc:  # pragma: no cover - only on interpreter shutdown
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit... in generation
             # Never leave a caller waiting on a dead thread.
             with self.cond:
                 self.closed, self.busy = True, False
+                self.model = None  # free the weights: the shared cache builds a new worker
                 stranded, self.pending = list(self.pending), deque()
                 self.cond.notify_all()
             for req in stranded:
@@ -125,28 +135,45 @@ class _Loop:
         self.steps += 1
 
     def _generate(self, batch: list[Request]) -> None:
-        rows = [Row(r) for r in batch]
+        """Generate ``batch`` together; when that fails, run the rows not done yet again in
+        halves, so that only the row that makes its batch fail gets the error."""
         self.running = batch
+        work = [[Row(r) for r in batch]]  # a stack of row groups to generate
+        rows: list[Row] = []
         try:
-            self._run_generate(batch, rows)
+            while work:
+                rows = work.pop()
+                try:
+                    self._run_generate(rows)
+                except Exception as exc:
+                    left = [r for r in rows if not r.done and not r.request.cancelled]
+                    if len(rows) == 1:
+                        for row in left:
+                            row.fail(exc)  # alone, it is the cause: its consumer re-raises it
+                        continue
+                    half = (len(left) + 1) // 2
+                    for part in (left[half:], left[:half]):  # the first half runs first
+                        if part:
+                            work.append([row.again(exc) for row in part])
+                    continue
+                for row in rows:
+                    if not row.done:
+                        row.finish("length", flush=True)
         except BaseException as exc:
-            # The consumers re-raise it at once.
-            for row in rows:
-                row.fail(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            # KeyboardInterrupt, SystemExit...: the consumers re-raise it at once.
+            for group in (rows, *work):
+                for row in group:
+                    row.fail(exc)
+            raise
         finally:
             self.running = []
-        for row in rows:
-            if not row.done:
-                row.finish("length", flush=True)
 
-    def _run_generate(self, batch: list[Request], rows: list[Row]) -> None:
+    def _run_generate(self, rows: list[Row]) -> None:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         make_config: Any = GenerationConfig  # untyped in transformers
         model = self.model
+        batch = [row.request for row in rows]
         first = batch[0]
         device = model.device
         width = max(len(r.ids) for r in batch)
@@ -201,6 +228,11 @@ class Worker:
         return self._loop.model
 
     @property
+    def alive(self) -> bool:
+        """Whether it takes requests: False once closed or once its thread died."""
+        return not self._loop.closed and self._thread.is_alive()
+
+    @property
     def steps(self) -> int:
         """Decoding steps run so far (all batches)."""
         return self._loop.steps
@@ -211,7 +243,11 @@ class Worker:
         return list(self._loop.batches)
 
     def submit(self, requests: Sequence[Request]) -> None:
-        """Queue requests (atomically: one answer_batch call lands together)."""
+        """Queue requests (atomically: one answer_batch call lands together).
+
+        Raises:
+            WorkerClosed: the worker is closed or dead (:attr:`alive` is False).
+        """
         self._loop.submit(requests)
 
     def wait_idle(self, timeout: float | None = None) -> bool:

@@ -11,6 +11,7 @@ from ..engine import Completion, Engine, StreamItem
 from ..generation import GenerationSettings
 from ..tokens import EncodedPrompt, TokenCodec
 from ._args import request_seed
+from ._batching import WorkerClosed
 from ._resources import Resources
 from ._streaming import Item, LoopSink, Output, Request, Sink, ThreadSink
 
@@ -59,15 +60,31 @@ class LocalEngine(Engine):
             seed=request_seed(settings),
         )
 
+    def _submit(self, requests: list[Request]) -> None:
+        """Queue ``requests`` on the live worker (loading the weights if needed); a worker
+        closed between getting it and queueing is replaced once."""
+        try:
+            self.res.worker().submit(requests)
+        except WorkerClosed:
+            self.res.worker().submit(requests)
+
+    async def _asubmit(self, requests: list[Request]) -> None:
+        """:meth:`_submit` with the weights loaded off the event loop (nothing is queued
+        when the caller is cancelled meanwhile)."""
+        worker = await asyncio.to_thread(self.res.worker)
+        try:
+            worker.submit(requests)
+        except WorkerClosed:
+            (await asyncio.to_thread(self.res.worker)).submit(requests)
+
     # -- sync --------------------------------------------------------------------------
 
     def stream(
         self, prompt: EncodedPrompt, settings: GenerationSettings
     ) -> Generator[StreamItem, None, None]:
-        worker = self.res.worker()
         sink = ThreadSink()
         req = self._request(prompt, settings, sink, stream=True)
-        worker.submit([req])
+        self._submit([req])
         try:
             while not isinstance(item := _item(sink.get()), Completion):
                 yield item
@@ -78,12 +95,11 @@ class LocalEngine(Engine):
     def complete(
         self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
     ) -> list[Completion]:
-        worker = self.res.worker()
         sinks = [ThreadSink() for _ in prompts]
         reqs = [
             self._request(p, settings, s, stream=False) for p, s in zip(prompts, sinks, strict=True)
         ]
-        worker.submit(reqs)  # together: one padded batch
+        self._submit(reqs)  # together: one padded batch
         try:
             return [_done(s.get()) for s in sinks]
         finally:
@@ -95,10 +111,9 @@ class LocalEngine(Engine):
     async def astream(
         self, prompt: EncodedPrompt, settings: GenerationSettings
     ) -> AsyncGenerator[StreamItem, None]:
-        worker = await asyncio.to_thread(self.res.worker)  # loading the weights: off the loop
         sink = LoopSink(asyncio.get_running_loop())
         req = self._request(prompt, settings, sink, stream=True)
-        worker.submit([req])
+        await self._asubmit([req])
         try:
             while not isinstance(item := _item(await sink.get()), Completion):
                 yield item
@@ -109,13 +124,12 @@ class LocalEngine(Engine):
     async def acomplete(
         self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
     ) -> list[Completion]:
-        worker = await asyncio.to_thread(self.res.worker)
         loop = asyncio.get_running_loop()
         sinks = [LoopSink(loop) for _ in prompts]
         reqs = [
             self._request(p, settings, s, stream=False) for p, s in zip(prompts, sinks, strict=True)
         ]
-        worker.submit(reqs)
+        await self._asubmit(reqs)
         try:
             return [_done(await s.get()) for s in sinks]
         finally:

@@ -40,7 +40,8 @@ class SharedCache(Generic[T]):
     """A thread-safe, weak-valued cache: one object per key while anyone holds it.
 
     Two threads asking for the same missing key build it once; different keys build in
-    parallel.
+    parallel. An item ``usable`` says is no longer usable (a closed worker) is dropped and
+    built again.
     """
 
     def __init__(self) -> None:
@@ -48,15 +49,20 @@ class SharedCache(Generic[T]):
         self._items: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
         self._building: dict[Hashable, threading.Lock] = {}
 
-    def get(self, key: Hashable, factory: Callable[[], T]) -> T:
+    def get(
+        self,
+        key: Hashable,
+        factory: Callable[[], T],
+        usable: Callable[[T], bool] | None = None,
+    ) -> T:
         with self._lock:
-            item: T | None = cast("T | None", self._items.get(key))
+            item = self._usable(key, usable)
             if item is not None:
                 return item
             key_lock = self._building.setdefault(key, threading.Lock())
         with key_lock:
             with self._lock:
-                item = cast("T | None", self._items.get(key))
+                item = self._usable(key, usable)
                 if item is not None:
                     return item
             try:
@@ -67,6 +73,14 @@ class SharedCache(Generic[T]):
                 with self._lock:
                     self._building.pop(key, None)
             return item
+
+    def _usable(self, key: Hashable, usable: Callable[[T], bool] | None) -> T | None:
+        """The item of ``key`` (under the lock), evicted when no longer usable."""
+        item: T | None = cast("T | None", self._items.get(key))
+        if item is not None and usable is not None and not usable(item):
+            del self._items[key]
+            return None
+        return item
 
     def __len__(self) -> int:
         with self._lock:

@@ -86,19 +86,24 @@ class Resources:
         return self._bundle
 
     def worker(self) -> Worker:
-        if self._worker is None:
-            where = str(self.device) if self.device_map is None else freeze(self.device_map)
-            key = (
-                cache_key(self.name, self.revision),
-                where,
-                str(self.dtype),
-                freeze(self.model_kwargs),
-            )
-            worker = WORKERS.get(key, self._build_worker)
-            with self._lock:
-                if self._worker is None:
-                    self._worker = worker
-        return self._worker
+        """The live shared worker of these weights: a closed or dead one (its thread ended
+        by ``close()`` or an exception) is dropped, here and from the shared cache, and a new
+        one is built (the weights loaded again)."""
+        worker = self._worker
+        if worker is not None and worker.alive:
+            return worker
+        where = str(self.device) if self.device_map is None else freeze(self.device_map)
+        key = (
+            cache_key(self.name, self.revision),
+            where,
+            str(self.dtype),
+            freeze(self.model_kwargs),
+        )
+        worker = WORKERS.get(key, self._build_worker, usable=_alive)
+        with self._lock:
+            if self._worker is None or not self._worker.alive:
+                self._worker = worker
+            return self._worker
 
     def _build_worker(self) -> Worker:
         model = load_model(
@@ -110,3 +115,7 @@ class Resources:
             kwargs=self.model_kwargs,
         )
         return Worker(model, self.name)
+
+
+def _alive(worker: Worker) -> bool:
+    return worker.alive

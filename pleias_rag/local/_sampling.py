@@ -48,7 +48,12 @@ class RowSampler(LogitsProcessor):
                 self.generators.append(None)
                 continue
             gen = torch.Generator(device=device)
-            gen.manual_seed(row.request.seed)
+            try:
+                gen.manual_seed(row.request.seed)
+            except (ValueError, TypeError, OverflowError, RuntimeError) as exc:
+                row.fail(exc)  # this row alone (settings check the seed: never expected)
+                self.generators.append(None)
+                continue
             self.generators.append(gen)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:

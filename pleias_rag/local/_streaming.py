@@ -176,25 +176,60 @@ class Request:
 
 
 class Row:
-    """Decoding state of one request inside a running batch."""
+    """Decoding state of one request inside a running batch.
 
-    def __init__(self, request: Request) -> None:
+    Args:
+        request: what to generate.
+        replay: for a streamed request run again after its batch failed, the tokens it had
+            already generated: their text was sent, so it is not sent again; the rerun must
+            generate the same tokens first, or it fails (``cause`` chained).
+        cause: why the request is run again.
+    """
+
+    def __init__(
+        self,
+        request: Request,
+        *,
+        replay: Sequence[int] = (),
+        cause: BaseException | None = None,
+    ) -> None:
         self.request = request
         self.decoder = IncrementalDecoder(request.codec.decode)
         self.matcher = StopMatcher(request.settings.stop)
         self.parts: list[str] = []
+        self.ids: list[int] = []  # the tokens generated
         self.tokens = 0
         self.done = False
+        self.replay = tuple(replay)
+        self._cause = cause
+
+    def again(self, cause: BaseException) -> Row:
+        """A fresh row of this request, to run it again after its batch failed with ``cause``;
+        this one is done (it sends nothing more)."""
+        self.done = True
+        sent = self.ids if self.request.stream and self.parts else ()
+        return Row(self.request, replay=sent, cause=cause)
 
     def _emit(self, text: str) -> None:
         if text:
             self.parts.append(text)
+            if self.tokens <= len(self.replay):
+                return  # sent by the run that failed (the same tokens give the same text)
             if self.request.stream and not self.request.sink.put(text):
                 self.request.cancel()
 
     def step(self, token_id: int) -> None:
         """Take one generated token; may finish the row."""
+        if self.tokens < len(self.replay) and token_id != self.replay[self.tokens]:
+            error = RuntimeError(
+                f"generation failed in its batch ({self._cause!r}), and running it again "
+                "did not give the text already streamed; ask again"
+            )
+            error.__cause__ = self._cause
+            self.fail(error)
+            return
         self.tokens += 1
+        self.ids.append(token_id)
         text, stopped = self.matcher.feed(self.decoder.step(token_id))
         self._emit(text)
         if stopped:
@@ -219,6 +254,7 @@ class Row:
         self.request.sink.put(output)
 
     def fail(self, exc: BaseException) -> None:
+        """Mark the row done and send ``exc`` to its consumer (once)."""
         if not self.done:
             self.done = True
             self.request.sink.put(exc)
@@ -246,7 +282,10 @@ class RowStopper(StoppingCriteria):
             if row.request.cancelled:
                 row.done = True
                 continue
-            row.step(int(token_id))
+            try:
+                row.step(int(token_id))
+            except Exception as exc:  # this row's own decoding: it alone fails
+                row.fail(exc)
         if self._on_step is not None:
             self._on_step()
         flags = tuple(r.done for r in self.rows)
