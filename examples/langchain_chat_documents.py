@@ -15,7 +15,7 @@ from langchain_pleias import ChatPleias
 
 
 def show(reply: AIMessage) -> None:
-    print("A:", reply.content)  # the answer, with [n] markers
+    print("A:", reply.text)  # the answer, with [n] markers
     reasoning, text = reply.content_blocks  # the model's source analysis, then the answer
     print("   reasoning:", reasoning["reasoning"].replace("\n", " "))
     for c in text.get("annotations", []):  # standard LangChain citations

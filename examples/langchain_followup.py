@@ -61,7 +61,7 @@ def main() -> None:
     reply = follow_up_chat.invoke(messages, documents=result["context"])
     print("ChatPleias, same conversation:")
     print("  standalone question:", reply.response_metadata["standalone_question"])
-    print("  answer:", reply.content)
+    print("  answer:", reply.text)
 
 
 if __name__ == "__main__":

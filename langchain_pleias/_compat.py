@@ -1,17 +1,28 @@
 """Pleias answers as LangChain messages, and the ``pleias`` block translator.
 
-A ``ChatPleias`` reply keeps ``content`` a plain string (the clean answer with ``[n]``
-markers). Its citations live in ``additional_kwargs["citations"]`` as standard
-:class:`langchain_core.messages.content.Citation` annotations, and the source analysis in
-``additional_kwargs["reasoning_content"]`` (with the numbered dialect's query analysis
-before it), the other sections (language, query report...) in
-``additional_kwargs["pleias_sections"]``. The translator registered here for
-``model_provider="pleias"`` turns them into standard content blocks: a ``reasoning`` block
-and one ``text`` block carrying the citations as ``annotations``.
+A ``ChatPleias`` reply carries everything in its ``content``, a list of standard content
+blocks any LangChain reader understands (no import of this package needed, so a message
+serialized with ``messages_to_dict``/``dumpd`` or kept in a LangGraph checkpoint keeps it):
+a ``reasoning`` block with the source analysis (the numbered dialect's query analysis
+before it; source ids rendered as the answer's ``[n]`` markers or the sources' titles),
+then a ``text`` block, the answer with ``[n]`` markers, whose ``annotations`` are
+:class:`langchain_core.messages.content.Citation` dicts. ``reply.text`` is the plain
+answer. The other sections (language, query report...) stay in
+``additional_kwargs["pleias_sections"]``.
+
+Streamed chunks hold the same blocks by ``index``: the reasoning at 0, the text at 1, so
+chunks added up give the blocks of the ``invoke`` reply in the same order.
+
+The translator registered for ``model_provider="pleias"`` reads replies of earlier
+versions (string ``content``, citations in ``additional_kwargs``); list content is read by
+LangChain's own parsing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Sequence
 from typing import Any, TypeVar, cast
 
 from langchain_core.messages import AIMessage, AIMessageChunk
@@ -21,6 +32,8 @@ from langchain_core.messages.block_translators import register_translator
 
 from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.fallback import has_answer, stream_rest, visible_text
+from pleias_rag.sources import Source
+from pleias_rag.views import source_label
 from pleias_rag.views.ranking import cited_uses
 
 from ._convert import prompt_tokens
@@ -29,36 +42,43 @@ PROVIDER = "pleias"
 #: Sections shown as reasoning: the source analysis, after the query analysis of the
 #: numbered dialect (its only analysis when it answers a trivial query directly).
 REASONING_SECTIONS = ("query_analysis", "source_analysis")
-# Block indices used when streaming: the answer text first, the reasoning (sent with the
-# final chunk) after it, so merged chunks hold exactly one text block.
-_TEXT_INDEX = 0
-_REASONING_INDEX = 1
+# Block indices of streamed chunks: the reasoning first, then the answer text, as in an
+# ``invoke`` reply (merged chunks keep the order in which indices first arrive).
+_REASONING_INDEX = 0
+_TEXT_INDEX = 1
+#: How the analysis names sources: a hash id, or the numbered dialect's position markup.
+_SOURCE_REF = re.compile(r"<\|source_id\|>\s*(?P<num>[0-9]+)|\b(?P<hex>[0-9a-f]{16})\b")
+#: Where a sentence starts: after end punctuation and a space, or after a line break.
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
+_CLAIM_LEAD = " \t\n.,;:!?"
 
 _M = TypeVar("_M", bound=AIMessage)
 
 
-def citation_block(citation: Citation) -> types.Citation:
+def citation_block(citation: Citation, cid: str, claim: tuple[int, int]) -> types.Citation:
     """One citation as a standard LangChain ``Citation`` annotation.
 
-    ``id``/``title``/``url`` are those of the document that holds the quote: the cited one,
-    or for a misattributed quote the one it really is in (never the wrong one); the cited
-    document when the quote was found nowhere; the id the model wrote when it names no
-    document. ``cited_text`` is that document's own words (the model's quote when none
-    matched), ``start_index``/``end_index`` the ``[n]`` marker in the answer. ``extras`` is
-    the core's citation dict (:meth:`pleias_rag.answer.Citation.to_dict`): ``status``,
-    ``match``, ``score``, ``note``, ``changes``, the model's ``quote``, ``source_start``/
-    ``source_end`` (the words in the ``id`` document), ``cited_id`` (the document the model
-    named), ``written_id``, ``found_in``... :func:`~langchain_pleias._convert.rebuild_answer`
-    reads it back.
+    ``id`` is ``cid``, this citation's own id. ``start_index``/``end_index`` is ``claim``,
+    the words of the answer the citation supports (:func:`claim_span`); the ``[n]`` marker
+    is ``extras["answer_start"]``/``["answer_end"]``. ``title``/``url`` are those of the
+    document that holds the quote: the cited one, or for a misattributed quote the one it
+    really is in (never the wrong one); the cited document when the quote was found
+    nowhere. ``cited_text`` is that document's own words (the model's quote when none
+    matched). ``extras`` is the core's citation dict
+    (:meth:`pleias_rag.answer.Citation.to_dict`: ``status``, ``match``, ``score``, ``note``,
+    ``changes``, the model's ``quote``, ``source_start``/``source_end`` (the words in the
+    document the annotation points at), ``cited_id`` (the document the model named),
+    ``written_id``, ``found_in``...).
+    :func:`~langchain_pleias._convert.rebuild_answer` reads it back.
     """
     credited = citation.credited
     doc = credited[0] if credited else citation.source
     block: dict[str, Any] = {
         "type": "citation",
-        "id": doc.id if doc is not None else citation.source_id,
+        "id": cid,
         "cited_text": citation.matched_text or citation.quote,
-        "start_index": citation.start,
-        "end_index": citation.end,
+        "start_index": claim[0],
+        "end_index": claim[1],
     }
     if doc is not None and doc.title:
         block["title"] = doc.title
@@ -69,28 +89,123 @@ def citation_block(citation: Citation) -> types.Citation:
     return cast("types.Citation", block)
 
 
+def claim_span(
+    text: str, citation: Citation, markers: Sequence[tuple[int, int]]
+) -> tuple[int, int]:
+    """The words of ``text`` a citation supports: from the previous marker (of
+    ``markers``, every citation's ``[n]`` span) or the start of the sentence, whichever is
+    later, up to the citation's marker, or the run of markers it ends (``claim[1][2]``).
+    The marker itself when no words are left."""
+    end = citation.start
+    moved = True
+    while moved:  # back over the markers right before this one: they cite the same words
+        moved = False
+        bare = len(text[:end].rstrip())
+        for m_start, m_end in markers:
+            if m_end == bare and m_start < end:
+                end, moved = m_start, True
+                break
+    end = len(text[:end].rstrip())
+    start = max((m_end for _, m_end in markers if m_end <= end), default=0)
+    for br in _SENTENCE_BREAK.finditer(text, start, end):
+        start = br.end()
+    while start < end and text[start] in _CLAIM_LEAD:
+        start += 1
+    return (start, end) if start < end else (citation.start, citation.end)
+
+
+def citation_id(answer: PleiasAnswer, k: int) -> str:
+    """A stable id for the ``k``-th citation of ``answer``: the same for the same output,
+    different for every citation (and, in practice, every answer)."""
+    key = f"{answer.raw}\x00{answer.answer}\x00{k}"
+    return "pleias_" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+
+
+def citation_annotations(answer: PleiasAnswer) -> list[types.Annotation]:
+    """The answer's citations as standard annotations (:func:`citation_block`)."""
+    markers = sorted({(c.start, c.end) for c in answer.citations})
+    return [
+        citation_block(c, citation_id(answer, k), claim_span(answer.answer, c, markers))
+        for k, c in enumerate(answer.citations)
+    ]
+
+
+def analysis_text(answer: PleiasAnswer) -> str:
+    """The analysis as the model wrote it (the :data:`REASONING_SECTIONS`)."""
+    return "\n\n".join(
+        text for name in REASONING_SECTIONS if (text := answer.sections.get(name, "").strip())
+    )
+
+
+def readable_analysis(answer: PleiasAnswer) -> str:
+    """:func:`analysis_text` with each source it names (a hash id, ``<|source_id|>N`` in the
+    numbered dialect) written as the answer's ``[n]`` marker for a cited source, else the
+    source's title (:func:`pleias_rag.views.source_label`). Ids of no source stay."""
+    numbers: dict[str, int] = {}
+    for c in answer.citations:
+        if c.source is not None:
+            numbers.setdefault(c.source.id, c.number)
+    by_id = {s.id: s for s in answer.sources}
+
+    def name(source: Source | None, written: str) -> str:
+        if source is None:
+            return written
+        number = numbers.get(source.id)
+        return f"[{number}]" if number is not None else source_label(source)
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group("num") is not None:
+            n = int(m.group("num"))
+            found = answer.sources[n - 1] if 0 < n <= len(answer.sources) else None
+            return name(found, f"source {n}")
+        return name(by_id.get(m.group("hex")), m.group(0))
+
+    return _SOURCE_REF.sub(sub, analysis_text(answer))
+
+
+def _has_reasoning(answer: PleiasAnswer) -> bool:
+    """Whether the model opened a reasoning section (what streaming sees)."""
+    return any(name in answer.sections for name in REASONING_SECTIONS)
+
+
 def usage(answer: PleiasAnswer, backend: Any, query: str) -> UsageMetadata:
-    """Token counts: the backend's, else counted with its tokenizer."""
+    """Token counts: the backend's, else counted with its tokenizer; the analysis counted
+    with the tokenizer as ``output_token_details.reasoning``."""
     prompt = answer.prompt_tokens
     if prompt is None:
         prompt = prompt_tokens(backend, query, answer.sources, {})
     completion = answer.completion_tokens
     if completion is None:
         completion = int(backend.count_tokens(answer.raw)) if answer.raw else 0
-    counts = {"input_tokens": prompt, "output_tokens": completion}
-    return cast("UsageMetadata", {**counts, "total_tokens": prompt + completion})
+    counts: dict[str, Any] = {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    analysis = analysis_text(answer)
+    if analysis:
+        reasoning = min(int(backend.count_tokens(analysis)), completion)
+        counts["output_token_details"] = {"reasoning": reasoning}
+    return cast("UsageMetadata", counts)
 
 
 def message_parts(answer: PleiasAnswer, model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``additional_kwargs`` and ``response_metadata`` of a reply."""
+    """What a ``PleiasLLM`` generation's ``generation_info`` has (``citations``, the
+    ``reasoning_content``, ``pleias_sections``), and the ``response_metadata`` of a reply."""
+    extra, meta = _reply_parts(answer, model_name)
+    cited = citation_annotations(answer)
+    reasoning = analysis_text(answer)
+    return {
+        **({"citations": cited} if cited else {}),
+        **({"reasoning_content": reasoning} if reasoning else {}),
+        **extra,
+    }, meta
+
+
+def _reply_parts(answer: PleiasAnswer, model_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``additional_kwargs`` (the sections that are neither answer nor reasoning) and
+    ``response_metadata`` of a reply."""
     extra: dict[str, Any] = {}
-    if answer.citations:
-        extra["citations"] = [citation_block(c) for c in answer.citations]
-    reasoning = "\n\n".join(
-        text for name in REASONING_SECTIONS if (text := answer.sections.get(name, "").strip())
-    )
-    if reasoning:
-        extra["reasoning_content"] = reasoning
     sections = {
         k: v
         for k, v in answer.sections.items()
@@ -112,30 +227,56 @@ def message_parts(answer: PleiasAnswer, model_name: str) -> tuple[dict[str, Any]
     return extra, meta
 
 
-def _reply(cls: type[_M], content: str, answer: PleiasAnswer, model_name: str, **fields: Any) -> _M:
-    """A ``cls`` message with ``content`` and the answer's parts (:func:`message_parts`)."""
-    extra, meta = message_parts(answer, model_name)
-    return cls(content=content, additional_kwargs=extra, response_metadata=meta, **fields)
+def _blocks(answer: PleiasAnswer, text: str, *, chunk: bool) -> list[str | dict[str, Any]]:
+    """The reply's content: the reasoning block (when the model opened an analysis), then
+    the text block with ``text`` and the citations; with ``index`` keys in a chunk."""
+    blocks: list[str | dict[str, Any]] = []
+    if _has_reasoning(answer):
+        reasoning: dict[str, Any] = {"type": "reasoning", "reasoning": readable_analysis(answer)}
+        if chunk:
+            reasoning["index"] = _REASONING_INDEX
+        blocks.append(reasoning)
+    body: dict[str, Any] = {"type": "text", "text": text}
+    if chunk:
+        body["index"] = _TEXT_INDEX
+    cited = citation_annotations(answer)
+    if cited:
+        body["annotations"] = cited
+    blocks.append(body)
+    return blocks
 
 
 def answer_message(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessage:
     """The reply for a whole answer (see :func:`pleias_rag.fallback.visible_text`)."""
-    return _reply(AIMessage, visible_text(answer), answer, model_name, usage_metadata=usage_)
+    extra, meta = _reply_parts(answer, model_name)
+    content = _blocks(answer, visible_text(answer), chunk=False)
+    return AIMessage(
+        content=content, additional_kwargs=extra, response_metadata=meta, usage_metadata=usage_
+    )
 
 
 def delta_chunk(text: str) -> AIMessageChunk:
     """A streamed piece of answer text."""
-    return AIMessageChunk(content=text, response_metadata={"model_provider": PROVIDER})
+    block = {"type": "text", "text": text, "index": _TEXT_INDEX}
+    return AIMessageChunk(content=[block], response_metadata={"model_provider": PROVIDER})
+
+
+def reasoning_chunk(text: str) -> AIMessageChunk:
+    """A streamed piece of reasoning (an empty one opens the block when an analysis starts,
+    so that it comes before the answer text, as in an ``invoke`` reply)."""
+    block = {"type": "reasoning", "reasoning": text, "index": _REASONING_INDEX}
+    return AIMessageChunk(content=[block], response_metadata={"model_provider": PROVIDER})
 
 
 def final_chunk(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessageChunk:
-    """The last streamed chunk: citations, reasoning, metadata and usage, plus the fallback
-    text when the model wrote no answer (the answer text itself was already streamed)."""
-    return _reply(
-        AIMessageChunk,
-        stream_rest(answer),
-        answer,
-        model_name,
+    """The last streamed chunk: the reasoning, the citations, metadata and usage, plus the
+    fallback text when the model wrote no answer (the answer text itself was already
+    streamed)."""
+    extra, meta = _reply_parts(answer, model_name)
+    return AIMessageChunk(
+        content=_blocks(answer, stream_rest(answer), chunk=True),
+        additional_kwargs=extra,
+        response_metadata=meta,
         usage_metadata=usage_,
         chunk_position="last",
     )
@@ -145,15 +286,17 @@ def final_chunk(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) ->
 
 
 def _translate(message: AIMessage, *, chunk: bool) -> list[types.ContentBlock]:
+    """Blocks of a reply of an earlier version: string ``content``, the citations in
+    ``additional_kwargs["citations"]``, the analysis in ``["reasoning_content"]``."""
     if not isinstance(message.content, str):
-        raise NotImplementedError  # not a ChatPleias string reply: best-effort parsing
+        raise NotImplementedError  # content blocks already: LangChain's own parsing
     extra = message.additional_kwargs
-    annotations = cast("list[types.Annotation]", list(extra.get("citations") or []))
+    cited = cast("list[types.Annotation]", list(extra.get("citations") or []))
     text: dict[str, Any] | None = None
-    if message.content or annotations:
+    if message.content or cited:
         text = {"type": "text", "text": message.content}
-        if annotations:
-            text["annotations"] = annotations
+        if cited:
+            text["annotations"] = cited
     reasoning: dict[str, Any] | None = None
     if isinstance(extra.get("reasoning_content"), str) and extra["reasoning_content"]:
         reasoning = {"type": "reasoning", "reasoning": extra["reasoning_content"]}
@@ -162,20 +305,17 @@ def _translate(message: AIMessage, *, chunk: bool) -> list[types.ContentBlock]:
             text["index"] = _TEXT_INDEX
         if reasoning is not None:
             reasoning["index"] = _REASONING_INDEX
-        ordered = [text, reasoning]
-    else:
-        ordered = [reasoning, text]
-    blocks = [cast("types.ContentBlock", b) for b in ordered if b is not None]
-    return blocks
+    return [cast("types.ContentBlock", b) for b in (reasoning, text) if b is not None]
 
 
 def translate_content(message: AIMessage) -> list[types.ContentBlock]:
-    """Standard blocks of a ChatPleias reply: reasoning, then the annotated answer text."""
+    """Standard blocks of an earlier ChatPleias reply: reasoning, then the annotated text."""
     return _translate(message, chunk=False)
 
 
 def translate_content_chunk(message: AIMessageChunk) -> list[types.ContentBlock]:
-    """Standard blocks of a streamed chunk: the text (index 0), then reasoning (index 1)."""
+    """Standard blocks of an earlier streamed chunk: reasoning (index 0), then the text
+    (index 1)."""
     return _translate(message, chunk=True)
 
 

@@ -7,8 +7,11 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from langchain_core.documents import Document
@@ -23,9 +26,13 @@ from pleias_rag.errors import InvalidArgument
 from pleias_rag.sources import Source
 from pleias_rag.views.ranking import SourceUse
 
-#: Standard LangChain constructor arguments that mean nothing here (a remote backend object
-#: carries its own client settings): accepted and ignored.
-IGNORED_INIT_ARGS = frozenset({"timeout", "max_retries", "api_key"})
+#: Standard LangChain constructor arguments of a network client. A backend object carries
+#: its own client settings (``RemoteBackend(url, timeout=..., max_retries=..., api_key=...)``),
+#: so with ``model=<a Backend>`` they are refused; a local model makes no network call, so
+#: with a hub id or folder they are accepted (LangChain's standard params pass them) and a
+#: warning says, once, that they have no effect.
+CLIENT_INIT_ARGS = frozenset({"timeout", "max_retries", "api_key"})
+IGNORED_INIT_ARGS = CLIENT_INIT_ARGS  # the former name
 #: Per-call generation overrides accepted by ``invoke(..., name=value)``.
 GENERATION_KWARGS = frozenset({"max_tokens", "max_new_tokens", "temperature", "top_p", "seed"})
 #: Where annotated document copies keep what the model did with them.
@@ -36,15 +43,32 @@ SEEN_KEY = "pleias_seen"
 
 _MEDIA_BLOCKS = frozenset({"image", "audio", "video", "file", "image_url", "input_audio"})
 
+logger = logging.getLogger("langchain_pleias")
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log ``message`` as a warning of the ``langchain_pleias`` logger, once per ``key``."""
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message, *args)
+
 
 # --------------------------------------------------------------------------- sources
 
 
-def documents_to_sources(documents: object, *, argument: str = "documents") -> list[Source]:
+def documents_to_sources(
+    documents: object, *, argument: str = "documents", warn: bool = True
+) -> list[Source]:
     """``Document`` objects as sources (``ref`` = the document), checked one by one.
 
+    A document without text (a blank chunk a retriever returned) is skipped with a warning
+    of the ``langchain_pleias`` logger (``warn=False``: silently), as the LlamaIndex adapter
+    skips nodes without text. A non-empty list in which EVERY document is blank is refused:
+    that is a loader or splitter that read nothing, not a stray chunk.
+
     Raises:
-        ValueError: ``documents`` is not a list of ``Document``, or one has no text.
+        ValueError: ``documents`` is not a list of ``Document``, or all of them are blank.
     """
     if documents is None:
         return []
@@ -55,20 +79,50 @@ def documents_to_sources(documents: object, *, argument: str = "documents") -> l
             f"{argument}= must be a list of langchain_core.documents.Document, "
             f"got {type(documents).__name__}"
         )
-    sources = []
     for i, doc in enumerate(documents):
         if not isinstance(doc, Document):
             raise InvalidArgument(
                 f"{argument}[{i}] is a {type(doc).__name__}: give "
                 "langchain_core.documents.Document objects (Document(page_content=...))"
             )
+    if documents and all(not doc.page_content.strip() for doc in documents):
+        raise InvalidArgument(
+            f"{argument}[0] has an empty page_content, and so has every document given: "
+            "give the documents some text, or leave them out"
+        )
+    sources = []
+    for i, doc in enumerate(documents):
         if not doc.page_content.strip():
-            raise InvalidArgument(
-                f"{argument}[{i}] has an empty page_content: give every document some text, "
-                "or leave it out"
-            )
+            if warn:
+                logger.warning(
+                    "skipping %s[%d]: its page_content is empty (Pleias models read text only)",
+                    argument,
+                    i,
+                )
+            continue
         sources.append(Source(doc.page_content, metadata=_with_url(doc.metadata), ref=doc))
     return sources
+
+
+def documents_per_input(documents: object, n: int) -> list[object] | None:
+    """``documents`` as one list per input when it is a list of ``n`` lists (None when it
+    is one list of documents for every input, or None).
+
+    Raises:
+        ValueError: a list of lists whose length is not ``n``.
+    """
+    if not (
+        isinstance(documents, (list, tuple))
+        and documents
+        and all(isinstance(d, (list, tuple)) for d in documents)
+    ):
+        return None
+    if len(documents) != n:
+        raise InvalidArgument(
+            f"documents= has {len(documents)} lists for {n} inputs: give one list of "
+            "documents for all inputs, or one list per input"
+        )
+    return list(documents)
 
 
 def _with_url(metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,11 +135,14 @@ def _with_url(metadata: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def split_messages(messages: Sequence[BaseMessage]) -> tuple[str, list[Source]]:
-    """The query (the last human message's text) and the ``text-plain`` blocks as sources.
+    r"""The query (the last human message's text) and the sources the messages carry.
 
-    Sources are read from every human message, in order, so a document given earlier in a
-    conversation stays available. Other messages (system, AI, tool) are not shown to the
-    model: Pleias RAG models answer one query from sources.
+    Sources are, in message order, the ``text-plain`` blocks of every human and system
+    message (a document given earlier in a conversation stays available; a block keeps its
+    ``title``), and the text of the system messages, where prompt templates put the
+    retrieved context (``("system", "Answer from this context:\n\n{context}")``): see
+    :func:`system_passages`. AI and tool messages are not shown to the model: Pleias RAG
+    models answer one query from sources.
 
     Raises:
         ValueError: no human message, an empty query, or a non-text block.
@@ -98,28 +155,134 @@ def split_messages(messages: Sequence[BaseMessage]) -> tuple[str, list[Source]]:
         )
     sources: list[Source] = []
     query_parts: list[str] = []
-    for n, message in enumerate(humans):
-        last = n == len(humans) - 1
-        for block in message.content_blocks:
-            kind = block.get("type")
-            if kind == "text-plain":
-                sources.append(_block_source(block))
-            elif kind == "text":
-                if last:
-                    query_parts.append(str(block.get("text", "")))
-            elif kind in _MEDIA_BLOCKS:
-                raise InvalidArgument(
-                    f"Pleias models read text only, but a human message has a {kind!r} "
-                    "block: pass documents as text-plain blocks or with documents=[Document]"
-                )
-            else:
-                raise InvalidArgument(f"unsupported content block type {kind!r} in a human message")
+    for message in messages:
+        if message.type == "system":
+            sources.extend(_system_sources(message))
+        elif message.type == "human":
+            last = message is humans[-1]
+            for block in message.content_blocks:
+                kind = block.get("type")
+                if kind == "text-plain":
+                    sources.append(_block_source(block))
+                elif kind == "text":
+                    if last:
+                        query_parts.append(str(block.get("text", "")))
+                elif kind in _MEDIA_BLOCKS:
+                    raise InvalidArgument(
+                        f"Pleias models read text only, but a human message has a {kind!r} "
+                        "block: pass documents as text-plain blocks or with documents=[Document]"
+                    )
+                else:
+                    raise InvalidArgument(
+                        f"unsupported content block type {kind!r} in a human message"
+                    )
     query = "\n".join(p for p in query_parts if p.strip())
     if not query.strip():
         raise InvalidArgument(
             "the last human message has no text: the query is the last human message's text"
         )
     return query, sources
+
+
+def _system_sources(message: BaseMessage) -> list[Source]:
+    """A system message's sources: its ``text-plain`` blocks and its text's passages."""
+    sources = []
+    for block in message.content_blocks:
+        kind = block.get("type")
+        if kind == "text-plain":
+            sources.append(_block_source(block))
+        elif kind == "text":
+            sources.extend(Source(p) for p in system_passages(str(block.get("text", ""))))
+    return sources
+
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+#: How an instruction to the model starts ("You are an assistant...", "Use the following
+#: context...", "Answer only from...").
+_INSTRUCTION = re.compile(
+    r"(you\b|you'|your\b|answer\b|use\b|using\b|given\b|based on\b|respond\b|reply\b|"
+    r"please\b|only\b|do not\b|don't\b|always\b|never\b|act as\b|if you\b|i want you\b|"
+    r"as an? (ai|assistant)\b|keep\b|be (brief|concise|helpful)\b)",
+    re.IGNORECASE,
+)
+
+
+_CONTEXT_HEADING = re.compile(
+    r"(context|documents?|sources?|passages?|excerpts?)\s*:\s*", re.IGNORECASE
+)
+#: A lone system paragraph shorter than this, with no instruction introducing it, is a
+#: system prompt rather than context.
+_LONE_PASSAGE_CHARS = 200
+
+
+def system_passages(text: str) -> list[str]:
+    r"""The passages of a system message's text: the context a prompt template put there.
+
+    The text is split at blank lines, as ``"\n\n".join(doc.page_content for doc in docs)``
+    (the usual ``format_docs``) joins documents. The template's own words around the context
+    are left out: at the start and at the end, paragraphs that end with ``:`` ("Answer from
+    this context:") or read as an instruction to the model (they start with "You", "Use",
+    "Answer", "Given", "Based on", "Please", "Only", "Do not"...), and a first line that
+    ends with ``:`` ("Context:") above a passage, or a ``Context:`` heading before the first
+    passage on its line. A system message that only instructs
+    ("You are a helpful assistant.") gives no source, nor does a lone short paragraph that
+    nothing introduces as context ("Be nice.": under 200 characters); any other text is
+    passages.
+    """
+    paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text)]
+    paragraphs = [p for p in paragraphs if p]
+    count = len(paragraphs)
+    while paragraphs and _is_instruction(paragraphs[0]):
+        paragraphs.pop(0)
+    while paragraphs and _is_instruction(paragraphs[-1]):
+        paragraphs.pop()
+    introduced = len(paragraphs) < count  # the template said "here is the context"
+    passages: list[str] = []
+    for p in paragraphs:
+        head, sep, rest = p.partition("\n")
+        if sep and head.rstrip().endswith(":") and len(head) <= 200 and rest.strip():
+            p = rest.strip()  # "Context:\n<the passage>"
+            introduced = True
+        elif not passages and (heading := _CONTEXT_HEADING.match(p)) and p[heading.end() :]:
+            p = p[heading.end() :]  # "Context: <the passage>"
+            introduced = True
+        passages.append(p)
+    if not introduced and len(passages) == 1 and len(passages[0]) < _LONE_PASSAGE_CHARS:
+        return []  # a short system prompt ("Be nice."), not context
+    return passages
+
+
+def _is_instruction(paragraph: str) -> bool:
+    return paragraph.endswith(":") or _INSTRUCTION.match(paragraph) is not None
+
+
+#: Words of a prompt that carries its own context ("Context: ...", "Documents: ...").
+_STUFFED_MARKER = re.compile(
+    r"\b(context|documents?|sources?|passages?|excerpts?)\s*:", re.IGNORECASE
+)
+
+
+def looks_stuffed(query: str) -> bool:
+    """Whether a query looks like a whole prompt with the context pasted in: long, with a
+    ``Context:``-like heading, or with many paragraphs."""
+    if len(query) < 200:
+        return False
+    paragraphs = [p for p in _PARAGRAPH_BREAK.split(query) if p.strip()]
+    return _STUFFED_MARKER.search(query) is not None or (len(query) >= 800 and len(paragraphs) >= 3)
+
+
+def warn_if_stuffed(query: str, sources: Sequence[Source]) -> None:
+    """Warn (once) when there are no sources but the query looks like it holds them."""
+    if not sources and looks_stuffed(query):
+        warn_once(
+            "stuffed-query",
+            "ChatPleias got no sources, but the query (%d characters) looks like a prompt "
+            "with the context pasted in: Pleias models cite sources, not the query. Pass the "
+            "documents with documents=[Document, ...], as text-plain content blocks "
+            "(create_plaintext_block), or put the context in a system message "
+            "(one passage per paragraph).",
+            len(query),
+        )
 
 
 def _block_source(block: Mapping[str, Any]) -> Source:
@@ -180,7 +343,27 @@ class PleiasParams(BaseModel):
     def _aliases(cls, values: Any) -> Any:
         if not isinstance(values, dict):
             return values
-        values = {k: v for k, v in values.items() if k not in IGNORED_INIT_ARGS}
+        values = dict(values)
+        if "model_name" in values:  # LangChain's usual alias
+            name = values.pop("model_name")
+            if values.get("model", name) != name:
+                raise InvalidArgument("give model or model_name, not both")
+            values["model"] = name
+        client = sorted(k for k in CLIENT_INIT_ARGS if values.pop(k, None) is not None)
+        if client and isinstance(values.get("model"), Backend):
+            raise InvalidArgument(
+                f"{', '.join(client)} are settings of the backend's client, which ChatPleias "
+                "cannot change: pass them to the backend, e.g. "
+                "RemoteBackend(url, timeout=..., max_retries=..., api_key=...), and give "
+                "that backend as model="
+            )
+        if client:
+            warn_once(
+                "client-args",
+                "%s ignored: a local model makes no network call (for a server, pass "
+                "them to RemoteBackend(url, ...) and give that backend as model=)",
+                ", ".join(client),
+            )
         if "max_new_tokens" in values:
             new = values.pop("max_new_tokens")
             if values.get("max_tokens", new) != new:
@@ -210,6 +393,10 @@ class PleiasParams(BaseModel):
             "model must be a Hugging Face id, a folder or a pleias_rag Backend (PleiasModel, "
             f"RemoteBackend, or Backend(engine) over your own engine), got {type(value).__name__}"
         )
+
+    def _ls_model_name(self, override: object = None) -> str:
+        """The model id for LangSmith: a hub id, never a local path (see :func:`model_id`)."""
+        return model_id(self._model_label(override))
 
     def _model_label(self, override: object = None) -> str:
         """The model's name for tracing, without loading anything."""
@@ -253,7 +440,7 @@ class PleiasParams(BaseModel):
         """The ``ls_*`` tracing params for generation settings."""
         params: dict[str, Any] = {
             "ls_provider": "pleias",
-            "ls_model_name": self._model_label(kwargs.get("model")),
+            "ls_model_name": self._ls_model_name(kwargs.get("model")),
             "ls_temperature": kwargs.get("temperature", self.temperature),
         }
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens))
@@ -286,11 +473,64 @@ class PleiasLanguageModel(PleiasParams):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(ls_model_type=self._ls_model_type)
         params.update(self._ls_generation(stop, kwargs))  # type: ignore[typeddict-item]
+        shown = traced_documents(kwargs.get("documents"))
+        if shown is not None:  # the run's metadata: what the documents were, readably
+            params[DOCUMENTS_TRACE_KEY] = shown  # type: ignore[literal-required]
         return params
 
     def get_num_tokens(self, text: str) -> int:
         """Tokens in ``text`` with the model's own tokenizer (loads it on first use)."""
         return int(self._get_backend().count_tokens(text))
+
+
+#: The run metadata key under which traces show the call's documents (id, title, text).
+DOCUMENTS_TRACE_KEY = "pleias_documents"
+_TRACE_TEXT_CHARS = 300
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def model_id(model: str) -> str:
+    """A model's id for tracing: a hub id as it is; for a local folder, the hub id its
+    ``config.json`` names (``_name_or_path``), else the folder's name."""
+    path = Path(model).expanduser()
+    try:
+        if not path.is_dir():
+            return model
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return path.name or model
+    name = config.get("_name_or_path") if isinstance(config, dict) else None
+    if isinstance(name, str) and _HUB_ID.fullmatch(name) and not Path(name).exists():
+        return name
+    return path.resolve().name or model
+
+
+def traced_documents(documents: object) -> list[Any] | None:
+    """The documents of a call as traces show them: each one's source id, title (or url)
+    and the start of its text; one list per input for per-input documents. None when the
+    call has no (valid) documents."""
+    if documents is None:
+        return None
+    try:
+        per_input = documents_per_input(documents, len(documents))  # type: ignore[arg-type]
+        if per_input is not None:
+            return [_traced(documents_to_sources(d, warn=False)) for d in per_input]
+        return _traced(documents_to_sources(documents, warn=False))
+    except (TypeError, ValueError):
+        return None  # the call itself reports bad documents
+
+
+def _traced(sources: Sequence[Source]) -> list[dict[str, Any]]:
+    out = []
+    for s in sources:
+        text = s.text if len(s.text) <= _TRACE_TEXT_CHARS else s.text[:_TRACE_TEXT_CHARS] + "…"
+        shown: dict[str, Any] = {"id": s.id}
+        title = s.metadata.get("title") or s.metadata.get("url") or s.metadata.get("source")
+        if title is not None:
+            shown["title"] = str(title)
+        shown["text"] = text
+        out.append(shown)
+    return out
 
 
 def prompt_tokens(
@@ -353,9 +593,11 @@ def rebuild_answer(
 
     ``citations`` are the standard citation annotations of a ``ChatPleias`` reply
     (:func:`~langchain_pleias._compat.citation_block`), whose ``extras`` is the core's
-    citation dict, read back with :meth:`Citation.from_dict`. A citation maps to the sources
-    of the id it named only when it resolved (its ``cited_id``), so an unknown id never maps
-    to a document. An annotation without Pleias ``extras`` keeps its marker, text and id.
+    citation dict, read back with :meth:`Citation.from_dict` (its ``answer_start``/
+    ``answer_end`` are the ``[n]`` marker; the annotation's ``start_index``/``end_index``
+    span the claim). A citation maps to the sources of the id it named only when it resolved
+    (its ``cited_id``), so an unknown id never maps to a document. An annotation without
+    Pleias ``extras`` keeps its span, text and id.
     """
     rebuilt = []
     for ann in citations:

@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_config_list
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from pleias_rag.answer import PleiasAnswer
 from pleias_rag.backend import Backend
 from pleias_rag.errors import InvalidArgument
-from pleias_rag.parser import AnswerDelta, Event, Finished
+from pleias_rag.parser import AnswerDelta, Event, Finished, SectionStarted
 from pleias_rag.sources import Source
 
-from ._compat import answer_message, delta_chunk, final_chunk, usage
+from ._compat import (
+    REASONING_SECTIONS,
+    answer_message,
+    delta_chunk,
+    final_chunk,
+    reasoning_chunk,
+    usage,
+)
 from ._condense import (
     STANDALONE_KEY,
     CondenseSettings,
@@ -31,11 +41,41 @@ from ._condense import (
 )
 from ._convert import (
     PleiasLanguageModel,
+    documents_per_input,
     documents_to_sources,
+    logger,
     prompt_tokens,
     source_keys,
     split_messages,
     unexpected_kwargs,
+    warn_if_stuffed,
+)
+
+_Plan = tuple[Backend, list[tuple[Any, ...]], list[tuple[str, list[Source]]], dict[str, Any]]
+"""A batch to generate ahead: the backend, each call's key, the items, the settings."""
+
+#: Answers generated ahead by ``batch``/``abatch`` in one engine batch, by call (see
+#: :func:`_call_key`); each input's run reads its own.
+_PREFETCHED: ContextVar[dict[tuple[Any, ...], PleiasAnswer] | None] = ContextVar(
+    "pleias_chat_prefetched", default=None
+)
+
+
+#: Why ``bind_tools`` fails, and what to do instead.
+NO_TOOLS = (
+    "ChatPleias cannot call tools: a Pleias RAG model answers one question from the sources "
+    "it is given, citing them. To use it in an agent (create_agent, a LangGraph agent), give "
+    "the agent a tool-calling chat model as its brain and the Pleias model as one of its "
+    "tools: create_pleias_rag_tool(retriever, ChatPleias(...)) from langchain_pleias."
+)
+#: Why ``with_structured_output`` fails, and what to do instead.
+NO_STRUCTURED_OUTPUT = (
+    "ChatPleias cannot write structured output: a Pleias RAG model writes an answer with [n] "
+    "citations to the sources it is given. The citations are structured already (the "
+    "annotations of the reply's text block in reply.content_blocks, or the 'citations' of "
+    "create_pleias_rag_chain). To fill a schema, give the Pleias answer to another chat "
+    "model's with_structured_output, or put the Pleias model under a tool-calling chat model "
+    "with create_pleias_rag_tool(retriever, ChatPleias(...))."
 )
 
 
@@ -59,10 +99,19 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     """Chat model over a Pleias RAG model (local, or any ``pleias_rag`` backend).
 
     The query is the last human message's text. Sources come from the ``documents=`` call
-    argument (a list of ``Document``, also through ``.bind(documents=...)``) and from
-    standard ``text-plain`` content blocks of the human messages; with no sources the model
-    still answers. Other messages are not shown to the model (Pleias models answer one query
-    from sources): given a conversation, it answers the LAST human message as it stands.
+    argument (a list of ``Document``, also through ``.bind(documents=...)`` or
+    ``config={"configurable": {"documents": [...]}}``; a blank document is skipped with a
+    warning), from standard ``text-plain`` content blocks of the human and system messages
+    (their ``title`` kept), and from the text of system messages, where a prompt template
+    puts the retrieved context: it is split into passages at blank lines, the template's
+    own instructions left out (see :func:`langchain_pleias._convert.system_passages`).
+    With no sources the model still answers (with a warning, once, when the query looks
+    like a prompt with the context pasted in). AI and tool messages are not shown to the
+    model (Pleias models answer one query from sources): given a conversation, it answers
+    the LAST human message as it stands.
+
+    ``batch``/``abatch`` generate every input in one engine batch; ``documents=`` is then one
+    list for all inputs or one list per input.
 
     Follow-up questions ("When was it completed?") need the conversation to make sense: with
     a ``condense_llm`` (any LangChain chat model), the conversation and the last question are
@@ -70,17 +119,25 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     ``response_metadata["standalone_question"]`` reports it. A single question is never
     rewritten.
 
-    The reply's ``content`` is the answer with ``[n]`` markers. Its ``content_blocks`` hold
-    the source analysis as a ``reasoning`` block and the answer as a ``text`` block whose
-    ``annotations`` are standard citations (``id`` = source id, ``cited_text`` = the quote,
-    ``start_index``/``end_index`` = the marker in the answer, ``title``/``url`` from the
-    document metadata, the verification in ``extras``). ``response_metadata`` has
-    ``model_name``, ``finish_reason``, ``cited_source_ids``, ``dropped_source_ids``...;
-    ``usage_metadata`` the real token counts. Streaming yields answer text only; the
-    citations come with the last chunk.
+    The reply's ``text`` is the answer with ``[n]`` markers. Its ``content`` is a list of
+    standard content blocks, kept wherever the message goes (serialized, checkpointed, read
+    without this package): a ``reasoning`` block, the source analysis with the sources it
+    names written as the answer's ``[n]`` markers (or their titles), then a ``text`` block,
+    the answer, whose ``annotations`` are standard citations (a unique ``id`` per citation,
+    ``cited_text`` = the source's words, ``start_index``/``end_index`` = the claim the
+    citation supports in the answer, ``title``/``url`` from the document metadata, the
+    verification in ``extras``, with the ``[n]`` marker at ``answer_start``/
+    ``answer_end``). ``response_metadata`` has ``model_name``, ``finish_reason``,
+    ``cited_source_ids``, ``dropped_source_ids``...; ``usage_metadata`` the real token
+    counts, the analysis as ``output_token_details["reasoning"]``. Streaming yields the
+    same blocks by ``index`` (reasoning 0, text 1): the reasoning block opens when the
+    analysis starts, the answer text follows as it is written, and the analysis text, the
+    citations and the usage come with the last chunk; the chunks add up to the ``invoke``
+    reply. Pleias models do not call tools nor write structured output: ``bind_tools`` and
+    ``with_structured_output`` raise ``NotImplementedError`` saying what to use instead.
 
     When the model wrote no answer section (cut off by ``max_tokens`` or a stop sequence
-    before answering), ``content`` is its whole output with the Pleias markup removed,
+    before answering), ``text`` is its whole output with the Pleias markup removed,
     without citations, and ``response_metadata["has_answer"]`` is False.
 
     Constructing the model is cheap: a model name or folder is loaded on first use, and its
@@ -103,7 +160,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         ...     ),
         ... ]
         >>> reply = chat.invoke("When was the Eiffel Tower completed?", documents=docs)
-        >>> reply.content
+        >>> reply.text
         'The Eiffel Tower was completed in 1889[1].'
         >>> citation = reply.content_blocks[-1]["annotations"][0]
         >>> citation["title"], citation["cited_text"], citation["extras"]["status"]
@@ -123,7 +180,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         >>> reply = chat.invoke(conversation, documents=docs)
         >>> reply.response_metadata["standalone_question"]
         'When was the Eiffel Tower completed?'
-        >>> reply.content
+        >>> reply.text
         'The Eiffel Tower was completed in 1889[1].'
     """
 
@@ -154,6 +211,146 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
         return super()._get_llm_string(stop=stop, **_traceable(kwargs))
 
+    # -- runnable methods: documents from the config, batches in one engine batch --
+
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Answer ``input``; documents from ``documents=`` or ``config["configurable"]``."""
+        return super().invoke(input, config, stop=stop, **_config_documents(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """:meth:`invoke` without blocking the event loop."""
+        kwargs = _config_documents(config, kwargs)
+        return await super().ainvoke(input, config, stop=stop, **kwargs)
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream the answer; documents as for :meth:`invoke`."""
+        yield from super().stream(input, config, stop=stop, **_config_documents(config, kwargs))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """:meth:`stream` without blocking the event loop."""
+        kwargs = _config_documents(config, kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield chunk
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """Answers to ``inputs``, generated in ONE engine batch (``Backend.answer_batch``).
+
+        ``documents=`` is one list of documents for every input, or one list per input
+        (``chat.batch([q1, q2], documents=[docs1, docs2])``); a config (one per input, or
+        one for all) may give them as ``configurable["documents"]`` too. Each input is still
+        its own run (callbacks, cache); a follow-up question that a ``condense_llm``
+        rewrites is answered on its own.
+        """
+        if not inputs:
+            return []
+        configs, kwargs = _batch_configs(inputs, config, kwargs)
+        plan = self._prefetch_plan(inputs, configs, kwargs)
+        answers: dict[tuple[Any, ...], PleiasAnswer] = {}
+        if plan is not None:
+            backend, keys, items, gen = plan
+            try:
+                answers = dict(zip(keys, backend.answer_batch(items, **gen), strict=True))
+            except Exception:  # each input's own run reports its error
+                logger.debug("batched generation failed; answering one by one", exc_info=True)
+        token = _PREFETCHED.set(answers)
+        try:
+            return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+        finally:
+            _PREFETCHED.reset(token)
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[AIMessage]:
+        """:meth:`batch` without blocking the event loop (``Backend.aanswer_batch``)."""
+        if not inputs:
+            return []
+        configs, kwargs = _batch_configs(inputs, config, kwargs)
+        plan = self._prefetch_plan(inputs, configs, kwargs)
+        answers: dict[tuple[Any, ...], PleiasAnswer] = {}
+        if plan is not None:
+            backend, keys, items, gen = plan
+            try:
+                done = await backend.aanswer_batch(items, **gen)
+                answers = dict(zip(keys, done, strict=True))
+            except Exception:
+                logger.debug("batched generation failed; answering one by one", exc_info=True)
+        token = _PREFETCHED.set(answers)
+        try:
+            return await super().abatch(
+                inputs, configs, return_exceptions=return_exceptions, **kwargs
+            )
+        finally:
+            _PREFETCHED.reset(token)
+
+    def _prefetch_plan(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        configs: Sequence[RunnableConfig],
+        kwargs: Mapping[str, Any],
+    ) -> _Plan | None:
+        """What to generate in one batch: every input that needs no rewrite and whose
+        arguments are valid (the others are left to their own runs, which report errors)."""
+        if self.streaming:
+            return None
+        stop = kwargs.get("stop")
+        prepared: list[_Call] = []
+        for value, cfg in zip(inputs, configs, strict=True):
+            try:
+                messages = self._convert_input(value).to_messages()
+                rest = {k: v for k, v in kwargs.items() if k != "stop"}
+                call = self._prepare(messages, stop, _config_documents(cfg, rest))
+            except Exception:
+                continue
+            if call.rewrite is None:
+                prepared.append(call)
+        if len(prepared) < 2 or len({id(c.backend) for c in prepared}) > 1:
+            return None
+        if len({_gen_key(c.gen) for c in prepared}) > 1:
+            return None
+        keys = [_call_key(c) for c in prepared]
+        items = [(c.query, c.sources) for c in prepared]
+        return prepared[0].backend, keys, items, prepared[0].gen
+
     # -- generation --
 
     def _prepare(
@@ -168,6 +365,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         query, block_sources = split_messages(messages)
         history = split_conversation(messages) if self.condense_llm is not None else []
         sources = documents_to_sources(documents) + block_sources
+        warn_if_stuffed(query, sources)
         return _Call(backend, query, sources, gen, self._rewrite(history, query))
 
     def _condensed(self, call: _Call, run_manager: CallbackManagerForLLMRun | None) -> _Call:
@@ -194,6 +392,9 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         )
 
     def _chunk(self, call: _Call, event: Event) -> ChatGenerationChunk | None:
+        if isinstance(event, SectionStarted) and event.section in REASONING_SECTIONS:
+            # Opens the reasoning block before the answer text (its text comes at the end).
+            return ChatGenerationChunk(message=reasoning_chunk(""))
         if isinstance(event, AnswerDelta) and event.text:
             return ChatGenerationChunk(message=delta_chunk(event.text))
         if isinstance(event, Finished):
@@ -213,7 +414,10 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._condensed(self._prepare(messages, stop, kwargs), run_manager)
-        return self._result(call, call.backend.answer(call.query, call.sources, **call.gen))
+        answer = _prefetched(call)
+        if answer is None:
+            answer = call.backend.answer(call.query, call.sources, **call.gen)
+        return self._result(call, answer)
 
     async def _agenerate(
         self,
@@ -223,7 +427,9 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = await self._acondensed(self._prepare(messages, stop, kwargs), run_manager)
-        answer = await call.backend.aanswer(call.query, call.sources, **call.gen)
+        answer = _prefetched(call)
+        if answer is None:
+            answer = await call.backend.aanswer(call.query, call.sources, **call.gen)
         return self._result(call, answer)
 
     def _stream(
@@ -290,6 +496,92 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         query, sources = split_messages(messages)
         return prompt_tokens(self._get_backend(), query, sources, self._generation(None, {}))
 
+    # -- what a Pleias model does not do --
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Not supported: Pleias models do not call tools.
+
+        Raises:
+            NotImplementedError: always, saying what to use instead (the model as a tool,
+                :func:`~langchain_pleias.create_pleias_rag_tool`, under a tool-calling
+                chat model).
+        """
+        raise NotImplementedError(NO_TOOLS)
+
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False, **kwargs: Any
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Not supported: Pleias models write cited answers, not structured output.
+
+        Raises:
+            NotImplementedError: always, saying where the structured citations are and
+                what to use instead.
+        """
+        raise NotImplementedError(NO_STRUCTURED_OUTPUT)
+
+
+def _config_documents(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the documents of ``config["configurable"]["documents"]``, if any.
+
+    Raises:
+        ValueError: documents given both ways.
+    """
+    configurable = (config or {}).get("configurable") or {}
+    if configurable.get("documents") is None:
+        return kwargs
+    if kwargs.get("documents") is not None:
+        raise InvalidArgument(
+            "documents are given both as documents= and in config['configurable']"
+            "['documents']: give them one way"
+        )
+    return {**kwargs, "documents": configurable["documents"]}
+
+
+def _batch_configs(
+    inputs: Sequence[object],
+    config: RunnableConfig | list[RunnableConfig] | None,
+    kwargs: dict[str, Any],
+) -> tuple[list[RunnableConfig], dict[str, Any]]:
+    """One config per input, with the input's own documents in its ``configurable`` when
+    ``documents=`` has one list per input; and the kwargs left for every input."""
+    configs = get_config_list(config, len(inputs))
+    per_input = documents_per_input(kwargs.get("documents"), len(inputs))
+    if per_input is None:
+        return configs, kwargs
+    kwargs = {k: v for k, v in kwargs.items() if k != "documents"}
+    out = []
+    for i, (cfg, docs) in enumerate(zip(configs, per_input, strict=True)):
+        configurable = dict(cfg.get("configurable") or {})
+        if configurable.get("documents") is not None:
+            raise InvalidArgument(
+                f"input {i} has documents both in documents= and in its config's "
+                "configurable: give them one way"
+            )
+        configurable["documents"] = docs
+        out.append(cast("RunnableConfig", {**cfg, "configurable": configurable}))
+    return out, kwargs
+
+
+def _gen_key(gen: Mapping[str, Any]) -> str:
+    return repr(sorted(gen.items()))
+
+
+def _call_key(call: _Call) -> tuple[Any, ...]:
+    """What makes an answer: the backend, the query, the sources and the settings."""
+    return (id(call.backend), call.query, tuple(source_keys(call.sources)), _gen_key(call.gen))
+
+
+def _prefetched(call: _Call) -> PleiasAnswer | None:
+    """The answer ``batch`` already generated for ``call``, if any."""
+    answers = _PREFETCHED.get()
+    return None if not answers else answers.get(_call_key(call))
+
 
 class _SourceKeys(list[str]):
     """Documents already replaced by their keys (the base class calls back into us)."""
@@ -299,7 +591,8 @@ def _traceable(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Call arguments for traces and cache keys: source ids instead of whole documents."""
     out = dict(kwargs)
     if "documents" in out and not isinstance(out["documents"], _SourceKeys):
-        out["documents"] = _SourceKeys(source_keys(documents_to_sources(out["documents"])))
+        docs = documents_to_sources(out["documents"], warn=False)
+        out["documents"] = _SourceKeys(source_keys(docs))
     model = out.get("model")
     if model is not None and not isinstance(model, str):
         out["model"] = model.model_name if isinstance(model, Backend) else type(model).__name__

@@ -86,7 +86,7 @@ def test_citations_map_back_to_the_retrieved_documents(
     assert result["context"][2].metadata["title"] == "Louvre"  # least similar last
     assert result["answer"] == "The Eiffel Tower was completed in 1889[1]."
     (cite,) = result["citations"]
-    assert cite["id"] == source_id(docs[0].page_content)
+    assert cite["extras"]["cited_id"] == source_id(docs[0].page_content)
     assert cite["extras"]["status"] == "verified"
 
     # Both copies of the cited text are cited documents, the Louvre one is not.
@@ -96,7 +96,7 @@ def test_citations_map_back_to_the_retrieved_documents(
     )
     for doc in cited:
         assert doc.metadata["relevance_score"] == 1.0
-        assert doc.metadata["pleias_source_id"] == cite["id"]
+        assert doc.metadata["pleias_source_id"] == cite["extras"]["cited_id"]
         (quote,) = doc.metadata["pleias_citations"]
         assert quote["quote"] == cite["cited_text"]
         assert doc.page_content[quote["source_start"] : quote["source_end"]] == quote["quote"]
@@ -149,7 +149,10 @@ def test_an_unknown_id_never_maps_to_a_document(embeddings: Embeddings, hash_mod
     assert result["context"][0].page_content == example("unknown_id").sources[0]
     assert result["answer"] == "Bees use a waggle dance[1]."
     (cite,) = result["citations"]
-    assert (cite["id"], cite["extras"]["status"]) == (FAKE_HASH_ID, "unknown_source")
+    assert (cite["extras"]["written_id"], cite["extras"]["status"]) == (
+        FAKE_HASH_ID,
+        "unknown_source",
+    )
     assert result["cited_documents"] == []
 
 

@@ -32,6 +32,15 @@ def annotations(message: BaseMessage) -> list[dict[str, Any]]:
     return [dict(a) for a in texts[0].get("annotations", [])]
 
 
+def without_index(message: BaseMessage) -> list[Any]:
+    """The content blocks of a (merged) chunk as an ``invoke`` reply has them: no index."""
+    assert isinstance(message.content, list)
+    return [
+        {k: v for k, v in b.items() if k != "index"} if isinstance(b, dict) else b
+        for b in message.content
+    ]
+
+
 def merged(chunks: list[AIMessageChunk]) -> AIMessageChunk:
     full = chunks[0]
     for chunk in chunks[1:]:
@@ -51,28 +60,33 @@ def test_citations_are_standard_annotations(
     chat = ChatPleias(model=hash_model if dialect == "hash" else numbered_model, max_tokens=96)
     reply = chat.invoke(ex.query, documents=docs)
 
-    assert reply.content == "The Eiffel Tower was completed in 1889[1]."
+    assert reply.text == "The Eiffel Tower was completed in 1889[1]."
     blocks = reply.content_blocks
     assert [b["type"] for b in blocks] == ["reasoning", "text"]
     assert blocks[0]["reasoning"]  # the source analysis (hash) / query analysis sections
     (cite,) = annotations(reply)
     eiffel = docs[0]
     assert cite["type"] == "citation"
-    assert cite["id"] == source_id(eiffel.page_content)
+    assert cite["id"].startswith("pleias_")  # the citation's own id
+    assert cite["extras"]["cited_id"] == source_id(eiffel.page_content)
     assert cite["cited_text"] == "It was completed in 1889 for the World's Fair."
-    assert reply.content[cite["start_index"] : cite["end_index"]] == "[1]"
+    # The span is the claim; the marker is in extras.
+    assert reply.text[cite["start_index"] : cite["end_index"]] == (
+        "The Eiffel Tower was completed in 1889"
+    )
+    assert reply.text[cite["extras"]["answer_start"] : cite["extras"]["answer_end"]] == "[1]"
     assert cite["title"] == "Doc 0"
     assert cite["url"] == "https://example.org/page"
     extras = cite["extras"]
     assert extras["status"] == "verified" and extras["match"] == "exact"
     assert eiffel.page_content[extras["source_start"] : extras["source_end"]] == cite["cited_text"]
-    assert extras["written_id"] == (cite["id"] if dialect == "hash" else "1")
+    assert extras["written_id"] == (extras["cited_id"] if dialect == "hash" else "1")
 
     meta = reply.response_metadata
     assert meta["model_provider"] == "pleias"
     assert meta["model_name"] == chat.model
     assert meta["finish_reason"] == "stop"
-    assert meta["cited_source_ids"] == [cite["id"]]
+    assert meta["cited_source_ids"] == [cite["extras"]["cited_id"]]
     assert meta["dropped_source_ids"] == [] and meta["has_answer"] is True
     usage = reply.usage_metadata
     assert usage is not None
@@ -104,7 +118,7 @@ def test_sources_from_bind_and_from_text_plain_blocks(hash_model: str) -> None:
     by_turns = chat.invoke(conversation)
     expected = "The Moon's gravity causes the tides[1]. The Louvre houses the Mona Lisa[2]."
     for reply in (by_kwarg, by_bind, by_blocks, by_turns):
-        assert reply.content == expected
+        assert reply.text == expected
         assert [a["title"] for a in annotations(reply)] == ["Doc 0", "Doc 1"]
         assert [a["extras"]["status"] for a in annotations(reply)] == ["verified"] * 2
 
@@ -117,7 +131,7 @@ def test_misattributed_and_unknown_ids(hash_model: str) -> None:
     (cite,) = annotations(reply)
     # The model named the moon document; the annotation points where the quote really is.
     assert cite["extras"]["cited_id"] == source_id(moon.page_content)
-    assert cite["id"] == source_id(water.page_content)
+    assert cite["title"] == water.metadata["title"]
     assert cite["extras"]["status"] == "misattributed"
     assert cite["extras"]["found_in"] == [source_id(water.page_content)]
     start, end = cite["extras"]["source_start"], cite["extras"]["source_end"]
@@ -127,7 +141,7 @@ def test_misattributed_and_unknown_ids(hash_model: str) -> None:
     ex = example("unknown_id")
     reply = chat.invoke(ex.query, documents=docs_of(ex))
     (cite,) = annotations(reply)
-    assert cite["id"] == FAKE_HASH_ID and "title" not in cite
+    assert cite["extras"]["written_id"] == FAKE_HASH_ID and "title" not in cite
     assert cite["extras"]["status"] == "unknown_source"
     assert reply.response_metadata["cited_source_ids"] == []
 
@@ -141,16 +155,16 @@ def test_streaming_yields_clean_text_then_all_citations(hash_model: str) -> None
     assert len(chunks) > 2
     for chunk in chunks:
         assert "<|" not in chunk.text and "<ref" not in chunk.text and "</ref" not in chunk.text
-    assert all("citations" not in c.additional_kwargs for c in chunks[:-1])
+    assert all(not b.get("annotations") for c in chunks[:-1] for b in c.content_blocks)
     assert all(c.usage_metadata is None for c in chunks[:-1])
     last = chunks[-1]
-    assert last.chunk_position == "last" and len(last.additional_kwargs["citations"]) == 2
+    assert last.chunk_position == "last" and len(annotations(last)) == 2
     full = merged(chunks)
-    assert full.content == invoked.content
+    assert full.text == invoked.text and without_index(full) == invoked.content
     assert annotations(full) == annotations(invoked)
     assert full.response_metadata["model_name"] == chat.model
     assert full.usage_metadata == invoked.usage_metadata
-    assert [b["type"] for b in full.content_blocks] == ["text", "reasoning"]
+    assert [b["type"] for b in full.content_blocks] == ["reasoning", "text"]
 
 
 def test_streaming_v1_output_keeps_one_annotated_text_block(hash_model: str) -> None:
@@ -184,7 +198,7 @@ async def test_async_paths_match_and_do_not_block_the_loop(hash_model: str) -> N
     done = True
     await task
     assert ticks > 5  # the loop kept running during generation
-    assert reply.content == merged(chunks).content == "The Eiffel Tower was completed in 1889[1]."
+    assert reply.text == merged(chunks).text == "The Eiffel Tower was completed in 1889[1]."
     assert annotations(reply) == annotations(merged(chunks))
 
 
@@ -192,17 +206,17 @@ def test_no_answer_section_falls_back_to_the_stripped_output(hash_model: str) ->
     ex = example("cited")
     chat = ChatPleias(model=hash_model, max_tokens=12)
     reply = chat.invoke(ex.query, documents=docs_of(ex))
-    assert reply.content and "<|" not in reply.content and "**" in reply.content
+    assert reply.text and "<|" not in reply.text and "**" in reply.text
     assert reply.response_metadata["has_answer"] is False
     assert reply.response_metadata["finish_reason"] == "length"
     assert annotations(reply) == []
-    assert merged(list(chat.stream(ex.query, documents=docs_of(ex)))).content == reply.content
+    assert merged(list(chat.stream(ex.query, documents=docs_of(ex)))).text == reply.text
 
 
 def test_no_sources_still_answers(hash_model: str) -> None:
     chat = ChatPleias(model=hash_model, max_tokens=96)
     reply = chat.invoke("What is the capital of France?")
-    assert reply.content == "The capital of France is Paris."
+    assert reply.text == "The capital of France is Paris."
     assert reply.response_metadata["cited_source_ids"] == []
 
 
@@ -232,7 +246,7 @@ def test_a_backend_is_not_touched_by_construction() -> None:
     chat = ChatPleias(model=backend, max_tokens=64)
     assert chat._get_ls_params()["ls_model_name"] == "scripted-pleias"
     assert reads == []
-    assert chat.invoke("Hello").content == "Hi."
+    assert chat.invoke("Hello").text == "Hi."
 
 
 # --------------------------------------------------------------------------- no model needed
@@ -334,7 +348,7 @@ def test_a_backend_object_is_used_as_is() -> None:
     )
     chat = ChatPleias(model=backend, max_tokens=10, temperature=0.5, seed=3, stop=["STOP"])
     reply = chat.invoke("How?", documents=[doc], top_p=0.9, max_tokens=20)
-    assert reply.content == "They dance[1]"
+    assert reply.text == "They dance[1]"
     assert reply.response_metadata["model_name"] == "scripted-pleias"
     kind, (query, sources, gen) = backend.calls[-1]
     assert (kind, query, sources[0].ref) == ("answer", "How?", doc)

@@ -80,7 +80,7 @@ def test_a_conversation_answers_its_last_question(hash_model: str) -> None:
         HumanMessage(EIFFEL.query),
     ]
     reply = chat.invoke(conversation, documents=docs_of(EIFFEL))
-    assert reply.content == EIFFEL_ANSWER
+    assert reply.text == EIFFEL_ANSWER
     assert "standalone_question" not in reply.response_metadata
 
 
@@ -89,7 +89,7 @@ def test_a_follow_up_is_rewritten_then_answered(hash_model: str) -> None:
     chat = ChatPleias(model=hash_model, max_tokens=96, condense_llm=condense)
     reply = chat.invoke([*HISTORY, HumanMessage(FOLLOW_UP)], documents=docs_of(EIFFEL))
 
-    assert reply.content == EIFFEL_ANSWER
+    assert reply.text == EIFFEL_ANSWER
     assert reply.response_metadata["standalone_question"] == EIFFEL.query
     citations = reply.content_blocks[-1]["annotations"]
     assert [c["extras"]["status"] for c in citations] == ["verified"]  # type: ignore[index]
@@ -110,7 +110,7 @@ def test_streaming_and_async_report_the_rewrite_once() -> None:
     conversation = [*HISTORY, HumanMessage(FOLLOW_UP)]
     chunks = list(chat.stream(conversation, documents=docs_of(EIFFEL)))
     full = merged(chunks)
-    assert full.content == "Completed in 1889[1]."
+    assert full.text == "Completed in 1889[1]."
     assert full.response_metadata["standalone_question"] == EIFFEL.query
     assert [c.response_metadata.get("standalone_question") for c in chunks].count(EIFFEL.query) == 1
     assert backend.calls[0][1][0] == EIFFEL.query  # what the Pleias model was given
@@ -124,7 +124,7 @@ def test_streaming_and_async_report_the_rewrite_once() -> None:
 
     reply, streamed = asyncio.run(run())
     for message in (reply, streamed):
-        assert message.content == "Completed in 1889[1]."
+        assert message.text == "Completed in 1889[1]."
         assert message.response_metadata["standalone_question"] == EIFFEL.query
 
 
@@ -138,7 +138,7 @@ def test_a_single_question_is_not_rewritten() -> None:
         [HumanMessage(EIFFEL.query), AIMessage("Thinking...")],
     ):
         reply = chat.invoke(messages, documents=docs_of(EIFFEL))
-        assert reply.content == "Completed in 1889[1]."
+        assert reply.text == "Completed in 1889[1]."
         assert "standalone_question" not in reply.response_metadata
     assert condense.prompts == []
 
@@ -160,7 +160,7 @@ def test_only_what_was_said_goes_to_the_rewriter() -> None:
         HumanMessage(FOLLOW_UP),
     ]
     reply = chat.invoke(messages)
-    assert reply.content == "Completed in 1889[1]."  # the text-plain block is still a source
+    assert reply.text == "Completed in 1889[1]."  # the text-plain block is still a source
     (prompt,) = condense.prompts
     assert "Human: Tell me about the tower.\nAssistant: It is in Paris.\n\n" in prompt[1].text
     assert eiffel not in prompt[1].text

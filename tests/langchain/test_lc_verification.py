@@ -11,7 +11,7 @@ from langchain_core.documents import Document
 from lc_support import ScriptedBackend, hash_output, ref
 
 from langchain_pleias import ChatPleias, PleiasReranker
-from langchain_pleias._compat import citation_block
+from langchain_pleias._compat import citation_annotations
 from langchain_pleias._convert import documents_to_sources, rebuild_answer
 from pleias_rag import Source, parse_response
 from pleias_rag.sources import source_id
@@ -60,8 +60,14 @@ def test_misattributed_points_where_the_quote_is_and_ranks_it() -> None:
     backend = ScriptedBackend({"q": raw})
     reply = ChatPleias(model=backend).invoke("q", documents=[TOWER, BRIDGE])
     mis, unverified = annotations(reply)
-    assert (mis["id"], mis["title"], mis["extras"]["cited_id"]) == (BI, "Bridge", TI)
-    assert unverified["extras"]["status"] == "unverified" and unverified["id"] == BI
+    assert (mis["extras"]["found_in"], mis["title"], mis["extras"]["cited_id"]) == (
+        [BI],
+        "Bridge",
+        TI,
+    )
+    assert unverified["extras"]["status"] == "unverified"
+    assert unverified["extras"]["cited_id"] == BI and unverified["title"] == "Bridge"
+    assert mis["id"] != unverified["id"]  # each citation its own id
     assert reply.response_metadata["cited_source_ids"] == [BI]
     ranked = PleiasReranker(model=backend, keep_unused=True).compress_documents(
         [TOWER, BRIDGE], "q"
@@ -83,9 +89,9 @@ def test_text_after_a_ref_left_open_is_kept(chunked: bool) -> None:
     )  # fmt: skip
     chat = ChatPleias(model=ScriptedBackend({"q": raw}))
     if chunked:
-        text = "".join(str(c.content) for c in chat.stream("q", documents=[TOWER]))
+        text = "".join(c.text for c in chat.stream("q", documents=[TOWER]))
     else:
-        text = str(chat.invoke("q", documents=[TOWER]).content)
+        text = chat.invoke("q", documents=[TOWER]).text
     assert text == "Built in 1889[1] for the fair, and that is all."
 
 
@@ -106,7 +112,7 @@ def test_annotations_round_trip_to_the_same_citations() -> None:
         "verified", "verified", "approximate", "misattributed", "unverified", "unknown_source",
         "from_query",
     ]  # fmt: skip
-    blocks = [citation_block(c) for c in ans.citations]
+    blocks = citation_annotations(ans)
     back = rebuild_answer(ans.answer, blocks, ans.mentioned_ids, sources)
     assert back.citations == ans.citations
 
@@ -146,6 +152,6 @@ def test_reply_annotations_decode_to_the_same_citation_dicts(streamed: bool) -> 
     assert [b["extras"] for b in blocks] == [c.to_dict() for c in expected.citations]
     # ... and decoding the reply gives back the same citations, pointing at the documents.
     meta = reply.response_metadata
-    back = rebuild_answer(str(reply.content), blocks, meta["mentioned_source_ids"], sources)
+    back = rebuild_answer(reply.text, blocks, meta["mentioned_source_ids"], sources)
     assert [c.to_dict() for c in back.citations] == [c.to_dict() for c in expected.citations]
     assert back.citations == expected.citations

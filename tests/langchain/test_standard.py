@@ -39,6 +39,16 @@ class _Params:
     def model_override_value(self) -> str:
         return self.other_model_path
 
+    # Pleias models neither call tools nor write structured output: ChatPleias overrides
+    # bind_tools and with_structured_output only to say so, and what to use instead.
+    @property
+    def has_tool_calling(self) -> bool:
+        return False
+
+    @property
+    def has_structured_output(self) -> bool:
+        return False
+
 
 @pytest.mark.usefixtures("_model_paths")
 class TestChatPleiasUnit(_Params, ChatModelUnitTests):
