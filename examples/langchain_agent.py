@@ -1,4 +1,5 @@
-"""LangChain: a Pleias RAG tool in an agent (create_agent, on LangGraph); its citations kept.
+"""LangChain: a Pleias RAG tool in an agent (create_agent, on LangGraph); its citations kept,
+and put on the agent's final answer by PleiasCitationsMiddleware.
 
     python examples/langchain_agent.py [--model PleIAs/Pleias-RAG-350M]
 
@@ -24,7 +25,12 @@ from langchain_core.tools import BaseTool
 from langchain_core.vectorstores import InMemoryVectorStore
 from langgraph.checkpoint.memory import InMemorySaver
 
-from langchain_pleias import ChatPleias, PleiasRAGTool, create_pleias_rag_tool
+from langchain_pleias import (
+    ChatPleias,
+    PleiasCitationsMiddleware,
+    PleiasRAGTool,
+    create_pleias_rag_tool,
+)
 
 
 class ScriptedBrain(GenericFakeChatModel):
@@ -69,6 +75,8 @@ def main() -> None:
         [tool],
         system_prompt="Answer from the documents with the answer_from_documents tool; "
         "keep its [n] markers.",
+        # Maps the [n] markers of the final answer back to the tool calls' documents.
+        middleware=[PleiasCitationsMiddleware()],
         checkpointer=InMemorySaver(),  # keeps the conversation, artifacts included
     )
     config: Any = {"configurable": {"thread_id": "example"}}
@@ -92,10 +100,26 @@ def main() -> None:
     print("Citations in the tool's artifact:")
     for c in artifact["citations"]:
         x = c["extras"]
-        print(f"  [{x['number']}] {c['title']}: {c['cited_text']!r} ({x['status']}, {x['match']})")
+        n = x["number"] + artifact["number_offset"]  # the number the tool content shows
+        print(f"  [{n}] {c['title']}: {c['cited_text']!r} ({x['status']}, {x['match']})")
     print("Cited documents:")
     for doc in artifact["cited_documents"]:
         print(f"  {doc.metadata['title']} <{doc.metadata['source']}>")
+
+    # The middleware put the citations on the agent's final answer: each [n] the brain
+    # copied, with the tool call that showed it and that call's documents...
+    final = state["messages"][-1]
+    print("Citations of the agent's answer:")
+    for entry in final.response_metadata["pleias_citations"]:
+        where = ", ".join(
+            f"{d.metadata['title']} <{d.metadata['source']}>" for d in entry["documents"]
+        )
+        print(f"  {entry['marker']} from {entry['tool_call_id']}: {where or 'no document'}")
+    # ...and as standard LangChain citation annotations of its text block.
+    for block in final.content_blocks:
+        for ann in block.get("annotations", []):
+            marker = ann["extras"]["pleias_marker"]
+            print(f"  annotation {marker}: {ann['title']}, {ann['cited_text']!r}")
 
 
 if __name__ == "__main__":

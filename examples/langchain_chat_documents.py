@@ -20,11 +20,12 @@ def show(reply: AIMessage) -> None:
     print("   reasoning:", reasoning["reasoning"].replace("\n", " "))
     for c in text.get("annotations", []):  # standard LangChain citations
         x = c["extras"]  # how the quote was checked against the document
-        print(f"   [{x['number']}] {c.get('title', c['id'])}: {c['cited_text']!r} -> {x['status']}")
+        holder = (x["found_in"] or [x["cited_id"]])[0]  # the source that holds the quote
+        print(f"   [{x['number']}] {c.get('title', holder)}: {c['cited_text']!r} -> {x['status']}")
         if x["status"] == "verified":
             print(f"       found ({x['match']}) at {x['source_start']}:{x['source_end']}")
-        elif x["status"] == "misattributed":  # c["id"] is where the quote really is
-            print(f"       the model named {x['cited_id']}; the quote is in {c['id']}")
+        elif x["status"] == "misattributed":
+            print(f"       the model named {x['cited_id']}; the quote is in {holder}")
         elif x["note"]:
             print(f"       {x['note']}")
 

@@ -23,8 +23,8 @@ EXPORTS = {
         "Backend", "GenerationSettings", "PleiasModel", "cpu_has_native_bf16", "resolve_dtype",
     },
     "pleias_rag.remote": {
-        "DEFAULT_API_KEY_ENV", "RemoteBackend", "RemoteConnectionError", "RemoteError",
-        "RemoteStatusError", "RemoteTimeoutError", "SERVER_PRESETS", "ServerKind",
+        "DEFAULT_API_KEY_ENV", "RemoteBackend", "RemoteBatchError", "RemoteConnectionError",
+        "RemoteError", "RemoteStatusError", "RemoteTimeoutError", "SERVER_PRESETS", "ServerKind",
     },
     "pleias_rag.views": {
         "CITED_SCORE", "MAX_QUOTE_CHARS", "MENTIONED_SCORE", "NONE_CITED", "SourceUse",
@@ -33,8 +33,9 @@ EXPORTS = {
         "source_uses", "sources_list", "to_markdown",
     },
     "langchain_pleias": {
-        "ChatPleias", "PleiasLLM", "PleiasOutputParser", "PleiasRAGChain", "PleiasRAGTool",
-        "PleiasReranker", "__version__", "create_pleias_rag_chain", "create_pleias_rag_tool",
+        "ChatPleias", "PleiasCitationsMiddleware", "PleiasLLM", "PleiasOutputParser",
+        "PleiasRAGChain", "PleiasRAGTool", "PleiasReranker", "__version__",
+        "create_pleias_rag_chain", "create_pleias_rag_tool",
     },
     "llama_index_pleias": {
         "CitationGroundingEvaluator", "DEFAULT_MODEL", "GroundingResult", "NodeRef",

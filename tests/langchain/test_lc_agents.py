@@ -117,13 +117,21 @@ def test_agent_calls_the_tool_and_keeps_the_citations(hash_model: str) -> None:
     assert isinstance(shown, ToolMessage) and shown.content == EIFFEL_CONTENT
 
     artifact = message.artifact
-    assert set(artifact) == {"input", "context", "answer", "citations", "cited_documents"}
+    assert set(artifact) == {
+        "input",
+        "context",
+        "answer",
+        "citations",
+        "cited_documents",
+        "number_offset",
+    }
+    assert artifact["number_offset"] == 0  # the first call of the conversation
     assert artifact["input"] == question
     assert artifact["answer"] == "The Eiffel Tower was completed in 1889[1]."
     assert artifact["context"] == docs
     (cite,) = artifact["citations"]
     assert cite["type"] == "citation"
-    assert cite["id"] == source_id(docs[0].page_content)
+    assert cite["extras"]["cited_id"] == source_id(docs[0].page_content)
     assert cite["cited_text"] == "It was completed in 1889 for the World's Fair."
     assert (cite["title"], cite["url"]) == ("Eiffel Tower", "https://example.org/eiffel")
     assert cite["extras"]["status"] == "verified"
