@@ -10,7 +10,7 @@ from .answer import Citation, CitationStatus, FinishReason, MatchKind, PleiasAns
 from .backend import Backend, resolve_backend
 from .dialects import CONTEXT_WINDOW, DIALECTS, Dialect, check_dialect, special_tokens
 from .engine import Completion, Engine
-from .errors import InvalidArgument, InvalidType, PleiasError, PromptTooLong
+from .errors import BatchError, InvalidArgument, InvalidType, PleiasError, PromptTooLong
 from .generation import GenerationSettings
 from .parser import (
     AnswerDelta,
@@ -52,6 +52,7 @@ __all__ = [
     "DIALECTS",
     "AnswerDelta",
     "Backend",
+    "BatchError",
     "Citation",
     "CitationCompleted",
     "CitationStatus",

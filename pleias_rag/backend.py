@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .answer import PleiasAnswer
-from .checks import check_int
+from .checks import check_int, check_query
 from .dialects import EOS, HASH, NUMBERED, NUMBERED_MAX_SOURCES, Dialect
 from .engine import Completion, Engine, StreamItem
-from .errors import InvalidArgument, InvalidType
+from .errors import BatchError, InvalidArgument, InvalidType
 from .generation import (
     BatchItem,
     GenerationSettings,
@@ -146,7 +146,7 @@ class Backend:
     ) -> EncodedPrompt:
         """The prompt that would be sent (ids, or the string prompt without a tokenizer),
         and the sources kept, dropped and truncated."""
-        settings = self._settings.merged(**gen)
+        query, settings = check_query(query), self._settings.merged(**gen)
         return self._prepare(query, sources_arg(sources), settings, report=False).encoded
 
     def prompt_tokens(
@@ -289,7 +289,8 @@ class Backend:
         self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
     ) -> PleiasAnswer:
         """Generate and parse one answer (see :class:`~pleias_rag.GenerationSettings`)."""
-        call = self._prepare(query, sources_arg(sources), self._settings.merged(**gen))
+        query, settings = check_query(query), self._settings.merged(**gen)
+        call = self._prepare(query, sources_arg(sources), settings)
         (done,) = self._engine.complete([call.encoded], call.settings)
         return self._result(call, done)
 
@@ -301,7 +302,8 @@ class Backend:
         Arguments are checked now; generation starts on the first ``next()``. Stopping the
         iteration (``break``, ``close()``) stops the generation.
         """
-        call = self._prepare(query, sources_arg(sources), self._settings.merged(**gen))
+        query, settings = check_query(query), self._settings.merged(**gen)
+        call = self._prepare(query, sources_arg(sources), settings)
         return self._stream(call)
 
     def _stream(self, call: _Call) -> Generator[Event, None, None]:
@@ -322,8 +324,21 @@ class Backend:
         calls = [self._prepare(q, s, settings) for q, s in batch_items(items)]
         if not calls:
             return []
-        done = self._engine.complete([c.encoded for c in calls], settings)
+        try:
+            done = self._engine.complete([c.encoded for c in calls], settings)
+        except BatchError as exc:
+            self._answers_in(exc, calls)
+            raise
         return [self._result(c, d) for c, d in zip(calls, done, strict=True)]
+
+    def _answers_in(self, exc: BatchError, calls: list[_Call]) -> None:
+        """The engine's batch error gets answers for its completions, so the work already
+        done is not lost."""
+        if len(exc.results) == len(calls):
+            exc.results = [
+                self._result(c, r) if isinstance(r, Completion) else r
+                for c, r in zip(calls, exc.results, strict=True)
+            ]
 
     # -- async API ---------------------------------------------------------------------
 
@@ -331,7 +346,8 @@ class Backend:
         self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
     ) -> PleiasAnswer:
         """:meth:`answer` without blocking the event loop (loading included)."""
-        settings, checked = self._settings.merged(**gen), sources_arg(sources)
+        query, settings = check_query(query), self._settings.merged(**gen)
+        checked = sources_arg(sources)
         call = await self._aprepare(query, checked, settings)
         (done,) = await self._engine.acomplete([call.encoded], call.settings)
         return await asyncio.to_thread(self._result, call, done)  # quote checks: off the loop
@@ -339,9 +355,10 @@ class Backend:
     def astream(
         self, query: str, sources: Sequence[SourceLike] | None = (), **gen: Any
     ) -> AsyncGenerator[Event, None]:
-        """:meth:`stream` as an async iterator; settings and sources are checked now.
-        Cancelling the consumer or closing the iterator stops the generation."""
-        settings, checked = self._settings.merged(**gen), sources_arg(sources)
+        """:meth:`stream` as an async iterator; the query, settings and sources are checked
+        now. Cancelling the consumer or closing the iterator stops the generation."""
+        query, settings = check_query(query), self._settings.merged(**gen)
+        checked = sources_arg(sources)
         return self._astream(query, checked, settings)
 
     async def _astream(
@@ -369,7 +386,11 @@ class Backend:
         if not pairs:
             return []
         calls = [await self._aprepare(q, s, settings) for q, s in pairs]
-        done = await self._engine.acomplete([c.encoded for c in calls], settings)
+        try:
+            done = await self._engine.acomplete([c.encoded for c in calls], settings)
+        except BatchError as exc:
+            await asyncio.to_thread(self._answers_in, exc, calls)
+            raise
         return await asyncio.to_thread(
             lambda: [self._result(c, d) for c, d in zip(calls, done, strict=True)]
         )

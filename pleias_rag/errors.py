@@ -7,11 +7,31 @@ Bad arguments raise :class:`InvalidArgument` (a ``ValueError``) or :class:`Inval
 
 from __future__ import annotations
 
-__all__ = ["InvalidArgument", "InvalidType", "PleiasError", "PromptTooLong"]
+from typing import Any
+
+__all__ = ["BatchError", "InvalidArgument", "InvalidType", "PleiasError", "PromptTooLong"]
 
 
 class PleiasError(Exception):
     """The root of every error this package raises on purpose."""
+
+
+class BatchError(PleiasError):
+    """Some inputs of a batch call failed; the work done for the others is kept.
+
+    Attributes:
+        results: one entry per input, in input order: its
+            :class:`~pleias_rag.PleiasAnswer` (an engine raises it with the
+            :class:`~pleias_rag.engine.Completion`, which the backend turns into the answer),
+            the exception of an input that failed, or None for one never started.
+    """
+
+    results: list[Any]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """The failures, in input order."""
+        return [r for r in self.results if isinstance(r, BaseException)]
 
 
 class InvalidArgument(PleiasError, ValueError):

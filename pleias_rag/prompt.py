@@ -19,8 +19,17 @@ from .sources import Source, SourceGroup, group_sources
 
 ZWSP = "\u200b"
 
-# Anything the parser or a tokenizer could read as structure: <|name|>, <ref ...>, </ref>, </s>.
-_INJECTION = re.compile(r"<(?=\|)|<(?=/?\s*ref\b)|<(?=/s>)", re.IGNORECASE)
+# Anything the parser or a tokenizer could read as structure: <|name|>, <ref ...>, </ref>; the
+# added tokens of common tokenizers (Pleias's [UNK] and [PAD], BERT's [CLS] [SEP] [MASK],
+# SentencePiece's <s> </s> <unk> <pad>...), unknown without the tokenizer; and the markdown
+# dialect's #END# stop and ### Answer ### headings. Each match is one character, followed by
+# a zero-width space in the escaped text.
+_INJECTION = re.compile(
+    r"<(?=\|)|<(?=/?\s*ref\b)|<(?=/?(?:s|unk|pad|mask|bos|eos|cls|sep)>)"
+    r"|\[(?=(?:PAD|UNK|CLS|SEP|MASK|BOS|EOS)\])"
+    r"|\#(?=END\#)|\#(?=\#\#)",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -34,12 +43,17 @@ class Segment:
 def escape_text(text: str) -> str:
     """Make user text safe inside a string prompt.
 
-    A zero-width space (U+200B) is inserted after every ``<`` that starts ``<|``, ``<ref``,
-    ``</ref`` or ``</s>``, so the text can neither become a special token nor look like a
-    citation. The visible text is unchanged, and quote verification ignores U+200B, so the model
-    can still quote the escaped text.
+    A zero-width space (U+200B) is inserted after the first character of: every ``<|``,
+    ``<ref``, ``</ref``; the special-looking tokens a tokenizer may have added (``[PAD]``,
+    ``[UNK]``, ``[CLS]``, ``[SEP]``, ``[MASK]``, ``[BOS]``, ``[EOS]``, ``<s>``, ``</s>``,
+    ``<unk>``, ``<pad>``, ``<mask>``, ``<bos>``, ``<eos>``, ``<cls>``, ``<sep>``, in any case);
+    ``#END#``; and every ``###`` (the markdown dialect's ``### Answer ###`` headings). So the
+    text can neither become a special token nor look like a citation or a section. The visible
+    text is unchanged, and quote verification ignores U+200B, so the model can still quote the
+    escaped text. (With a tokenizer, prompts are token ids and need none of this: text is
+    encoded with special-token parsing off.)
     """
-    return _INJECTION.sub("<" + ZWSP, text)
+    return _INJECTION.sub(lambda m: m.group() + ZWSP, text)
 
 
 def _check_query(query: object) -> str:

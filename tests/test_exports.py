@@ -9,7 +9,7 @@ import pytest
 
 EXPORTS = {
     "pleias_rag": {
-        "AnswerDelta", "Backend", "CONTEXT_WINDOW", "Citation", "CitationCompleted",
+        "AnswerDelta", "Backend", "BatchError", "CONTEXT_WINDOW", "Citation", "CitationCompleted",
         "CitationStatus", "Completion", "DIALECTS", "Dialect", "EncodedPrompt", "Engine",
         "Event", "FinishReason", "Finished", "GenerationSettings", "InvalidArgument",
         "InvalidType", "MatchKind", "PleiasAnswer", "PleiasError", "PleiasModel",

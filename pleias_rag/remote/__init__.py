@@ -13,12 +13,19 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from ._config import DEFAULT_API_KEY_ENV, SERVER_PRESETS, ServerKind
 from .backend import RemoteBackend
-from .errors import RemoteConnectionError, RemoteError, RemoteStatusError, RemoteTimeoutError
+from .errors import (
+    RemoteBatchError,
+    RemoteConnectionError,
+    RemoteError,
+    RemoteStatusError,
+    RemoteTimeoutError,
+)
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
     "SERVER_PRESETS",
     "RemoteBackend",
+    "RemoteBatchError",
     "RemoteConnectionError",
     "RemoteError",
     "RemoteStatusError",

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from ..dialects import CONTEXT_WINDOW, Dialect
@@ -17,8 +17,9 @@ from ..generation import GenerationSettings
 from ..tokens import EncodedPrompt, TokenCodec
 from ._config import ServerInfo, ServerKind
 from ._http import Transport
-from ._request import Reply, body, completion, finish_reason, stream_delta
+from ._request import Reply, body, check_text, completion, finish_reason, stream_delta
 from ._tokenizer import LoadedTokenizer, load_tokenizer
+from .errors import RemoteError, batch_error
 
 
 class RemoteEngine(Engine):
@@ -129,29 +130,58 @@ class RemoteEngine(Engine):
                 text = stream_delta(payload, reply, label)
                 if text:
                     yield text
-        yield _completion(reply)
+        yield _completion(reply, label)
 
     def _complete(self, prompt: EncodedPrompt, settings: GenerationSettings) -> Completion:
         data = self.transport.request(
             "POST", "completions", self._body(prompt, settings, stream=False)
         )
-        return _completion(completion(data, self.transport.settings.server))
+        label = self.transport.settings.server
+        return _completion(completion(data, label), label)
 
     def complete(
         self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
     ) -> list[Completion]:
-        """Concurrent requests, at most ``max_concurrency`` at once (the server batches)."""
+        """Concurrent requests, at most ``max_concurrency`` at once (the server batches).
+
+        At the first failure the requests not yet sent are cancelled and those in flight
+        finished; then :class:`RemoteBatchError` carries every outcome."""
         if len(prompts) == 1:
             return [self._complete(prompts[0], settings)]
+        failed = threading.Event()
+
+        def one(prompt: EncodedPrompt) -> Completion | None:
+            if failed.is_set():
+                return None  # not sent: an earlier request failed
+            try:
+                return self._complete(prompt, settings)
+            except BaseException:
+                failed.set()  # before this thread takes the next prompt
+                raise
+
         pool = ThreadPoolExecutor(min(self._max_concurrency, len(prompts)), "pleias-remote")
-        futures = [pool.submit(self._complete, p, settings) for p in prompts]
+        futures = [pool.submit(one, p) for p in prompts]
         try:
-            results = [f.result() for f in futures]
-        except BaseException:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            if failed.is_set():
+                for future in futures:
+                    future.cancel()  # the ones not started; the running ones finish
+            pool.shutdown(wait=True)
+        except BaseException:  # interrupted while waiting
+            failed.set()
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        pool.shutdown()
-        return results
+        outcomes = [None if f.cancelled() else (f.exception() or f.result()) for f in futures]
+        return self._gathered(outcomes)
+
+    def _gathered(self, outcomes: list[Any]) -> list[Completion]:
+        """The completions, or the batch's error (another error than a server's as itself)."""
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        if not errors:
+            return list(outcomes)
+        if not isinstance(errors[0], RemoteError):
+            raise errors[0]  # a bug or a bad argument, not the server: raised as it is
+        raise batch_error(self.transport.settings.server, outcomes)
 
     # -- async -------------------------------------------------------------------------
 
@@ -166,33 +196,49 @@ class RemoteEngine(Engine):
                 text = stream_delta(payload, reply, label)
                 if text:
                     yield text
-        yield _completion(reply)
+        yield _completion(reply, label)
 
     async def _acomplete(self, prompt: EncodedPrompt, settings: GenerationSettings) -> Completion:
         payload = self._body(prompt, settings, stream=False)
         data = await self.transport.arequest("POST", "completions", payload)
-        return _completion(completion(data, self.transport.settings.server))
+        label = self.transport.settings.server
+        return _completion(completion(data, label), label)
 
     async def acomplete(
         self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
     ) -> list[Completion]:
+        """Concurrent requests, at most ``max_concurrency`` at once; a failure as in
+        :meth:`complete`."""
+        if len(prompts) == 1:
+            return [await self._acomplete(prompts[0], settings)]
         limit = asyncio.Semaphore(self._max_concurrency)
+        failed = False
 
-        async def one(prompt: EncodedPrompt) -> Completion:
+        async def one(prompt: EncodedPrompt) -> Completion | None:
+            nonlocal failed
             async with limit:
-                return await self._acomplete(prompt, settings)
+                if failed:
+                    return None  # not sent: an earlier request failed
+                try:
+                    return await self._acomplete(prompt, settings)
+                except BaseException:
+                    failed = True  # before the next one waiting for the semaphore starts
+                    raise
 
         tasks = [asyncio.ensure_future(one(p)) for p in prompts]
         try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
+            await asyncio.wait(tasks)  # after a failure the others end at once or finish
+        except BaseException:  # cancelled: stop them all
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
+        outcomes = [None if t.cancelled() else (t.exception() or t.result()) for t in tasks]
+        return self._gathered(outcomes)
 
 
-def _completion(reply: Reply) -> Completion:
+def _completion(reply: Reply, server: str) -> Completion:
+    check_text(reply, server)
     return Completion(
         reply.text,
         finish_reason=finish_reason(reply.finish_reason),

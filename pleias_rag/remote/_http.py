@@ -1,10 +1,11 @@
 """HTTP to an OpenAI-compatible server: JSON calls and SSE streams, with retries.
 
-Connection errors, 429 and 5xx answers are retried with exponential backoff (``Retry-After``
-honoured, capped); other 4xx answers and read timeouts are not (a server that is still
-generating would only get the same work again). Every failure ends as a :class:`RemoteError`
-naming the server and, for an HTTP answer, its status. The API key travels in a header only: it
-is in no message, ``repr`` or log line of this module.
+``timeout`` is a deadline for the whole call: connecting, every retry and its wait, and reading
+the whole answer (for a stream: the whole stream). Connection errors, 429 and 5xx answers are
+retried with exponential backoff (``Retry-After`` honoured, capped) while the deadline allows;
+other 4xx answers are not, and nothing is tried once the deadline has passed. Every failure
+ends as a :class:`RemoteError` naming the server and, for an HTTP answer, its status. The API
+key travels in a header only: it is in no message, ``repr`` or log line of this module.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import itertools
 import json
 import logging
 import random
+import socket
 import ssl
+import sys
 import threading
 import time
 import weakref
@@ -43,7 +46,7 @@ class HttpSettings:
     Attributes:
         base_url: the OpenAI-compatible root, ending in ``/v1``.
         label: the server's kind, for messages (``vLLM server``...).
-        timeout: seconds to connect, and to wait for the answer (each chunk when streaming).
+        timeout: seconds for a whole call: connecting, retries, and the whole answer or stream.
         max_retries: tries after the first one, for connection errors, 429 and 5xx.
         backoff: the first delay between tries in seconds, doubled each time (with jitter).
         headers: extra headers (the API key is not one of them).
@@ -79,13 +82,13 @@ class _Retry(Exception):
 
 
 class _Sse:
-    """Decodes Server-Sent Events lines into the JSON payloads of their ``data`` fields."""
+    """Decodes Server-Sent Events lines into the ``data`` of their events (JSON text)."""
 
     def __init__(self) -> None:
         self._data: list[str] = []
         self.done = False
 
-    def line(self, line: str) -> Any | None:
+    def line(self, line: str) -> str | None:
         if line.startswith("data:"):
             self._data.append(line[5:].removeprefix(" "))
             return None
@@ -95,30 +98,77 @@ class _Sse:
         if data.strip() == _SSE_DONE:
             self.done = True
             return None
-        return json.loads(data)
+        return data
 
-    def flush(self) -> Any | None:
+    def flush(self) -> str | None:
         return self.line("")
+
+
+class _Deadline:
+    """The end of one call: ``timeout`` seconds after it started, for all its tries and reads."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        self.seconds = settings.timeout
+        self.server = settings.server
+        self.at = time.monotonic() + settings.timeout
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        """Each network wait of the next try ends with the call (httpx's timeouts are per
+        read: the whole answer is bounded by :meth:`Transport._watch` and the checks)."""
+        return httpx.Timeout(max(self.left(), 0.001))
+
+    def error(
+        self, what: str, *, reason: str = "", status: int | None = None, body: str = ""
+    ) -> RemoteTimeoutError:
+        """The error of a call that ``what`` within its deadline."""
+        msg = (
+            f"the {self.server} {what} within the {self.seconds:g} s deadline (timeout="
+            f"{self.seconds:g} covers connecting, the retries and the whole answer: raise "
+            "timeout= for long generations)"
+        )
+        if reason:
+            msg += f": {reason}"
+        return RemoteTimeoutError(msg, server=self.server, status=status, body=body)
 
 
 class _Tries:
     """The retry policy of one call, without I/O: after a failed try, how long to wait before
     the next one, or the error to give up with. The sync and async loops only sleep and send."""
 
-    def __init__(self, settings: HttpSettings) -> None:
+    def __init__(self, settings: HttpSettings, deadline: _Deadline) -> None:
         self._settings = settings
+        self._deadline = deadline
         self._attempt = 0
 
     def wait(self, failed: _Retry) -> float:
-        """Seconds to wait before trying again; raises the final error when no try is left."""
+        """Seconds to wait before trying again; raises the final error when no try is left,
+        or when the wait would end past the deadline."""
         attempt, retries = self._attempt, self._settings.max_retries
         if not failed.retry or attempt >= retries:
             raise _give_up(failed, attempt) from failed.__cause__
+        delay = _delay(self._settings.backoff, attempt, failed.after)
+        if delay >= self._deadline.left():
+            # Waiting would end past the deadline: give up now rather than sleep for nothing.
+            error = failed.error
+            wait = f"it asked to wait {failed.after:g} s" if failed.after else f"{delay:.2g} s"
+            late = self._deadline.error(
+                "could not answer",
+                reason=f"the next try would start past it ({wait}); the last one: {error}",
+                status=error.status,
+                body=error.body,
+            )
+            raise late from error
         _log.warning(
             "try %d of %d failed, trying again: %s", attempt + 1, retries + 1, failed.error
         )
         self._attempt += 1
-        return _delay(self._settings.backoff, attempt, failed.after)
+        return delay
 
 
 class _LoopClient:
@@ -234,18 +284,16 @@ class Transport:
 
     # -- failures --------------------------------------------------------------------------
 
-    def _transport_error(self, exc: httpx.HTTPError, *, streaming: bool = False) -> _Retry:
+    def _transport_error(
+        self, exc: httpx.HTTPError, deadline: _Deadline, *, streaming: bool = False
+    ) -> _Retry:
         server = self.settings.server
         if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
-            msg = f"could not connect to the {server} within {self.settings.timeout:g} s"
-            return _Retry(RemoteTimeoutError(msg, server=server), retry=True)
-        if isinstance(exc, httpx.TimeoutException):
-            what = "the next part of the stream" if streaming else "its answer"
-            msg = (
-                f"the {server} did not send {what} within {self.settings.timeout:g} s "
-                "(raise timeout= for long generations)"
-            )
-            return _Retry(RemoteTimeoutError(msg, server=server), retry=False)
+            return _Retry(deadline.error("could not be reached"), retry=False)
+        if isinstance(exc, httpx.TimeoutException) or deadline.passed():
+            # A read timeout is the deadline; so is a connection cut by the watchdog.
+            what = "did not send the whole stream" if streaming else "did not send its answer"
+            return _Retry(deadline.error(what), retry=False)
         if isinstance(exc, httpx.ConnectError):
             msg = f"could not connect to the {server}: {exc}. Is the server running?"
             return _Retry(RemoteConnectionError(msg, server=server), retry=True)
@@ -268,26 +316,59 @@ class Transport:
         return _Retry(error, retry=retry, after=_retry_after(response))
 
     @contextlib.contextmanager
-    def _sending(self) -> Iterator[None]:
-        """Turns the httpx errors of sending a request into a :class:`_Retry`."""
+    def _sending(self, deadline: _Deadline) -> Iterator[None]:
+        """Turns the httpx errors of sending a request (and reading a JSON answer) into a
+        :class:`_Retry`."""
         try:
             yield
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from exc
+            raise self._transport_error(exc, deadline) from exc
 
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[None]:
+    def _reading(self, deadline: _Deadline) -> Iterator[None]:
         """Turns the httpx errors of reading a stream into the error to raise (no retry)."""
         try:
             yield
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc, streaming=True).error from exc
+            raise self._transport_error(exc, deadline, streaming=True).error from exc
+
+    @contextlib.contextmanager
+    def _watch(self, response: httpx.Response, deadline: _Deadline) -> Iterator[None]:
+        """Cuts the response's connection when the deadline passes while it is read: a sync
+        read that waits for the server then ends at the deadline, not a whole timeout later."""
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            yield  # the per-read timeouts and the checks between reads still bound it
+            return
+        timer = threading.Timer(max(deadline.left(), 0.0), _cut, (sock,))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
 
     def _answer(self, response: httpx.Response) -> Any:
         """A JSON call's decoded answer, or its failure."""
         if not response.is_success:
             raise self._status_error(response, response.text)
         return self._json(response.text)
+
+    def _not_a_stream(self, response: httpx.Response, start: str) -> RemoteError | None:
+        """The error for a 200 answer to a streaming request that is not an event stream."""
+        kind = response.headers.get("content-type", "")
+        if not kind or kind.split(";")[0].strip().lower() == "text/event-stream":
+            return None
+        server = self.settings.server
+        return RemoteError(
+            f"the {server} answered the streaming request with {kind}, not an event stream "
+            f"(text/event-stream): {start[:200]!r}. Is it an OpenAI-compatible completions "
+            "endpoint that streams (stream=true)?",
+            server=server,
+            status=response.status_code,
+            body=start,
+        )
 
     def _stream_error(self, payload: Mapping[str, Any]) -> RemoteError:
         err = payload.get("error")
@@ -299,8 +380,8 @@ class Transport:
 
     # -- sync ------------------------------------------------------------------------------
 
-    def _retrying(self, once: Callable[[], _T]) -> _T:
-        tries = _Tries(self.settings)
+    def _retrying(self, deadline: _Deadline, once: Callable[[], _T]) -> _T:
+        tries = _Tries(self.settings, deadline)
         while True:
             try:
                 return once()
@@ -308,41 +389,60 @@ class Transport:
                 time.sleep(tries.wait(failed))
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
-        """One JSON call, retried; the decoded JSON answer."""
+        """One JSON call, retried, within the deadline; the decoded JSON answer."""
         client = self._sync_client()
+        deadline = _Deadline(self.settings)
 
         def once() -> Any:
-            with self._sending():
-                response = client.request(method, self.url(path), json=body)
+            with self._sending(deadline):
+                request = client.build_request(
+                    method, self.url(path), json=body, timeout=deadline.httpx_timeout()
+                )
+                response = client.send(request, stream=True)
+                with contextlib.closing(response), self._watch(response, deadline):
+                    response.read()
             return self._answer(response)
 
-        return self._retrying(once)
+        return self._retrying(deadline, once)
 
     def stream(self, path: str, body: Any) -> Generator[Mapping[str, Any], None, None]:
-        """The JSON payloads of an SSE answer. Closing the iterator closes the connection."""
+        """The JSON payloads of an SSE answer, all within the deadline. Closing the iterator
+        closes the connection."""
         client = self._sync_client()
-        request = client.build_request("POST", self.url(path), json=body)
+        deadline = _Deadline(self.settings)
 
         def once() -> httpx.Response:
-            with self._sending():
+            with self._sending(deadline):
+                request = client.build_request(
+                    "POST", self.url(path), json=body, timeout=deadline.httpx_timeout()
+                )
                 response = client.send(request, stream=True)
             if not response.is_success:
                 text = _read_error(response)
                 raise self._status_error(response, text)
+            error = self._not_a_stream(response, _read_start(response))
+            if error is not None:
+                raise error
             return response
 
-        response = self._retrying(once)
-        with contextlib.closing(response), self._reading():
+        response = self._retrying(deadline, once)
+        with (
+            contextlib.closing(response),
+            self._reading(deadline),
+            self._watch(response, deadline),
+        ):
             sse = _Sse()
             for line in itertools.chain(response.iter_lines(), [None]):
                 yield from self._decoded(sse, line)
                 if sse.done:
                     return
+                if deadline.passed():
+                    raise deadline.error("did not send the whole stream")
 
     # -- async -----------------------------------------------------------------------------
 
-    async def _aretrying(self, once: Callable[[], Awaitable[_T]]) -> _T:
-        tries = _Tries(self.settings)
+    async def _aretrying(self, deadline: _Deadline, once: Callable[[], Awaitable[_T]]) -> _T:
+        tries = _Tries(self.settings, deadline)
         while True:
             try:
                 return await once()
@@ -352,33 +452,55 @@ class Transport:
     async def arequest(self, method: str, path: str, body: Any = None) -> Any:
         """:meth:`request` on the running loop's async client."""
         client = await self._async_client()
+        deadline = _Deadline(self.settings)
+
+        async def send() -> httpx.Response:
+            with self._sending(deadline):
+                return await client.request(
+                    method, self.url(path), json=body, timeout=deadline.httpx_timeout()
+                )
 
         async def once() -> Any:
-            with self._sending():
-                response = await client.request(method, self.url(path), json=body)
+            response = await _within(deadline, send(), "did not send its answer")
             return self._answer(response)
 
-        return await self._aretrying(once)
+        return await self._aretrying(deadline, once)
 
     async def astream(self, path: str, body: Any) -> AsyncGenerator[Mapping[str, Any], None]:
         """:meth:`stream` on the running loop's async client. Closing the iterator (or
         cancelling its consumer) closes this answer's connection, not the client."""
         client = await self._async_client()
-        request = client.build_request("POST", self.url(path), json=body)
+        deadline = _Deadline(self.settings)
 
-        async def once() -> httpx.Response:
-            with self._sending():
+        async def send() -> httpx.Response:
+            with self._sending(deadline):
+                request = client.build_request(
+                    "POST", self.url(path), json=body, timeout=deadline.httpx_timeout()
+                )
                 response = await client.send(request, stream=True)
             if not response.is_success:
                 text = await _aread_error(response)
                 raise self._status_error(response, text)
+            error = self._not_a_stream(response, await _aread_start(response))
+            if error is not None:
+                raise error
             return response
 
-        response = await self._aretrying(once)
+        async def once() -> httpx.Response:
+            return await _within(deadline, send(), "did not send the whole stream")
+
+        response = await self._aretrying(deadline, once)
         try:
-            with self._reading():
+            with self._reading(deadline):
                 sse = _Sse()
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                while True:
+                    try:
+                        line = await _within(
+                            deadline, lines.__anext__(), "did not send the whole stream"
+                        )
+                    except StopAsyncIteration:
+                        break
                     for payload in self._decoded(sse, line):
                         yield payload
                     if sse.done:
@@ -393,11 +515,21 @@ class Transport:
     def _decoded(self, sse: _Sse, line: str | None) -> Iterator[Mapping[str, Any]]:
         """The payload of one SSE line; None is the end of the body (it must have had the
         ``[DONE]`` event)."""
-        payload = sse.line(line) if line is not None else sse.flush()
-        if payload is not None:
-            yield self._payload(payload)
+        data = sse.line(line) if line is not None else sse.flush()
+        if data is not None:
+            yield self._payload(self._event(data, cut=line is None))
         if line is None:
             self._check_done(sse)
+
+    def _event(self, data: str, *, cut: bool) -> Any:
+        """The JSON of one event's ``data``; ``cut``: the body ended inside the event."""
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            how = "ended inside an event" if cut else "streamed an event that is not JSON"
+            raise RemoteError(
+                f"the {self.settings.server} {how}: {data[:200]!r}", server=self.settings.server
+            ) from exc
 
     def _json(self, text: str) -> Any:
         try:
@@ -443,6 +575,71 @@ def _delay(backoff: float, attempt: int, after: float | None) -> float:
     if after is not None:
         delay = max(delay, after)
     return min(delay, _MAX_DELAY)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _within(deadline: _Deadline, step: Awaitable[_T], what: str) -> _T:
+        """``await step``, ended by the deadline (the deadline's error then)."""
+        try:
+            async with asyncio.timeout(max(deadline.left(), 0.0)):
+                return await step
+        except TimeoutError as exc:
+            if isinstance(exc, RemoteError):
+                raise
+            raise deadline.error(what) from None
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _within(deadline: _Deadline, step: Awaitable[_T], what: str) -> _T:
+        """``await step``, ended by the deadline (the deadline's error then)."""
+        try:
+            return await asyncio.wait_for(step, max(deadline.left(), 0.0))
+        except asyncio.TimeoutError as exc:
+            if isinstance(exc, RemoteError):
+                raise
+            raise deadline.error(what) from None
+
+
+def _cut(sock: socket.socket) -> None:
+    """Shuts a connection down from the watchdog thread: its blocked read returns at once."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_START = 2000  # how much of an unexpected answer is read, to quote it
+
+
+def _read_start(response: httpx.Response) -> str:
+    """The start of a streamed answer's body when it is not an event stream ("" when it is:
+    nothing is read then); closes the response after reading."""
+    kind = response.headers.get("content-type", "")
+    if not kind or kind.split(";")[0].strip().lower() == "text/event-stream":
+        return ""
+    got = b""
+    with contextlib.closing(response), contextlib.suppress(httpx.HTTPError):
+        for chunk in response.iter_raw():
+            got += chunk
+            if len(got) >= _START:
+                break
+    return got[:_START].decode("utf-8", "replace")
+
+
+async def _aread_start(response: httpx.Response) -> str:
+    """:func:`_read_start`, async."""
+    kind = response.headers.get("content-type", "")
+    if not kind or kind.split(";")[0].strip().lower() == "text/event-stream":
+        return ""
+    got = b""
+    try:
+        with contextlib.suppress(httpx.HTTPError):
+            async for chunk in response.aiter_raw():
+                got += chunk
+                if len(got) >= _START:
+                    break
+    finally:
+        await response.aclose()
+    return got[:_START].decode("utf-8", "replace")
 
 
 def _read_error(response: httpx.Response) -> str:

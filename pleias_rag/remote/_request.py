@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from ..generation import GenerationSettings
 from .errors import RemoteError
 
 ANSWER_END = "<|answer_end|>"
+_log = logging.getLogger("pleias_rag.remote")
 
 
 @dataclass
@@ -24,6 +26,7 @@ class Reply:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    choices: int = 0  # chunks that carried a choice (a stream may carry none at all)
 
 
 def normalize_url(base_url: str) -> str:
@@ -125,9 +128,38 @@ def completion(data: Any, server: str) -> Reply:
     text = choice.get("text")
     if not isinstance(text, str):
         raise RemoteError(f"the {server} sent no text: {choice!r:.300}", server=server)
-    done = Reply(text=text, finish_reason=choice.get("finish_reason"))
+    done = Reply(text=text, finish_reason=choice.get("finish_reason"), choices=1)
     _usage(data, done)
     return done
+
+
+def check_text(done: Reply, server: str) -> None:
+    """An empty completion is an error, unless ``max_tokens`` cut it (a warning then).
+
+    A Pleias model writes its analysis (or its language line) before it can stop, so no text
+    with any other finish reason means the server lost it: a stream with no choice at all, a
+    stop string or a stripping setting that removed everything, or another model behind it.
+    """
+    if done.text:
+        return
+    if done.finish_reason == "length":
+        _log.warning(
+            "the %s returned no text: max_tokens cut the output before any (finish_reason "
+            "'length'); the answer is empty and marked truncated",
+            server,
+        )
+        return
+    why = (
+        "its stream carried no completion choice"
+        if not done.choices
+        else f"finish_reason {done.finish_reason!r}"
+    )
+    raise RemoteError(
+        f"the {server} returned no text ({why}). A Pleias model always writes before it "
+        "stops: check that the server serves this model and strips nothing (stop strings, "
+        "special tokens)",
+        server=server,
+    )
 
 
 def stream_delta(payload: Mapping[str, Any], done: Reply, server: str) -> str:
@@ -136,6 +168,7 @@ def stream_delta(payload: Mapping[str, Any], done: Reply, server: str) -> str:
     choice = _choice(payload, server)
     if choice is None:
         return ""  # the usage chunk
+    done.choices += 1
     reason = choice.get("finish_reason")
     if isinstance(reason, str):
         done.finish_reason = reason

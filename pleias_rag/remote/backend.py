@@ -38,8 +38,13 @@ class RemoteBackend(Backend):
         api_key: sent as ``Authorization: Bearer``; None reads ``$PLEIAS_RAG_API_KEY`` (see
             ``api_key_env``). Never logged nor shown.
         api_key_env: the environment variable read when ``api_key`` is None.
-        timeout: seconds to connect, and to wait for the answer (each chunk when streaming).
-        max_retries: more tries on connection errors, 429 and 5xx (never on other 4xx).
+        timeout: a deadline in seconds for each call: connecting, every retry and its wait,
+            and the whole answer (for ``stream``/``astream``: the whole stream). A call still
+            running when it passes raises :class:`~pleias_rag.remote.RemoteTimeoutError`; a
+            wait for a retry (backoff, ``Retry-After``) that would end past it is not made.
+            Raise it for long generations.
+        max_retries: more tries on connection errors, 429 and 5xx (never on other 4xx), within
+            the deadline.
         backoff: first delay between tries, in seconds, doubled each time.
         server: ``vllm`` (default), ``llama.cpp`` or ``openai``: names the server in errors and
             picks the default ``extra_body``.
@@ -51,7 +56,9 @@ class RemoteBackend(Backend):
         context_window: prompt plus output tokens; None: the server's ``max_model_len`` when
             it tells it, else the model config's.
         max_sources: most sources per prompt (default 10 for the numbered dialect).
-        max_concurrency: most requests in flight for one ``answer_batch``.
+        max_concurrency: most requests in flight for one ``answer_batch``. When a request of
+            a batch fails, those not yet sent are cancelled, those in flight finished, and
+            :class:`~pleias_rag.remote.RemoteBatchError` carries every answer and error.
         generation: default :class:`~pleias_rag.GenerationSettings` (or a dict of them).
         headers: more HTTP headers.
         verify: TLS verification: True, False, a CA bundle path or an ``ssl.SSLContext``.

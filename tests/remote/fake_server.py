@@ -38,6 +38,12 @@ class Step:
     headers: dict[str, str] = field(default_factory=dict)
     done: bool = True  # send the final [DONE]
     raw_json: Any = None  # answer this instead of a completion
+    # Answer these bytes instead (chunked, ``chunk_delay`` apart), as ``content_type``: raw SSE
+    # lines for a stream (keep-alive comments, bad events), or any other body.
+    raw_chunks: Sequence[bytes] | None = None
+    content_type: str = "text/event-stream"
+    # Send a JSON answer this many bytes at a time, ``chunk_delay`` apart (a trickle).
+    trickle: int | None = None
 
 
 @dataclass
@@ -50,8 +56,15 @@ class Seen:
 class FakeServer:
     """Serves a plan of steps; records requests, concurrency and client disconnects."""
 
-    def __init__(self, plan: Sequence[Step] = (Step(),), models: Any = None) -> None:
+    def __init__(
+        self,
+        plan: Sequence[Step] = (Step(),),
+        models: Any = None,
+        routes: dict[str, Step] | None = None,
+    ) -> None:
         self.plan = list(plan)
+        # A prompt containing one of these strings gets its step (whatever the order).
+        self.routes = dict(routes or {})
         self.models = (
             models if models is not None else {"data": [{"id": "fake", "object": "model"}]}
         )
@@ -86,7 +99,10 @@ class FakeServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def next_step(self) -> Step:
+    def next_step(self, prompt: Any = None) -> Step:
+        for key, step in self.routes.items():
+            if isinstance(prompt, str) and key in prompt:
+                return step
         with self._lock:
             n = len(self.completions) - 1
             return self.plan[min(n, len(self.plan) - 1)]
@@ -137,13 +153,15 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
             if self.path != "/v1/completions":
                 self._send_json(404, {"detail": "Not Found"})
                 return
-            step = server.next_step()
+            step = server.next_step(body.get("prompt"))
             with server._lock:
                 server.active += 1
                 server.max_active = max(server.max_active, server.active)
             try:
                 time.sleep(step.delay)
-                if step.raw_json is not None:
+                if step.raw_chunks is not None:
+                    self._raw(step)
+                elif step.raw_json is not None:
                     self._send_json(step.status, step.raw_json)
                 elif step.status != 200:
                     error = {"error": {"message": step.error, "code": step.status}}
@@ -153,7 +171,11 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
                 else:
                     choice = {"index": 0, "text": step.text, "finish_reason": step.finish_reason}
                     usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
-                    self._send_json(200, {"choices": [choice], "usage": usage}, step.headers)
+                    answer = {"choices": [choice], "usage": usage}
+                    if step.trickle:
+                        self._trickle(step, json.dumps(answer).encode())
+                    else:
+                        self._send_json(200, answer, step.headers)
             except (BrokenPipeError, ConnectionResetError):
                 server.disconnected.set()
             finally:
@@ -163,6 +185,27 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         def _chunk(self, data: bytes) -> None:
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
+
+        def _chunked(self, content_type: str) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+
+        def _raw(self, step: Step) -> None:
+            self._chunked(step.content_type)
+            for piece in step.raw_chunks or ():
+                self._chunk(piece)
+                time.sleep(step.chunk_delay)
+            self._chunk(b"")
+
+        def _trickle(self, step: Step, raw: bytes) -> None:
+            self._chunked("application/json")
+            size = step.trickle or 1
+            for i in range(0, len(raw), size):
+                self._chunk(raw[i : i + size])
+                time.sleep(step.chunk_delay)
+            self._chunk(b"")
 
         def _stream(self, step: Step) -> None:
             self.send_response(200)

@@ -150,7 +150,7 @@ def test_slow_answer_times_out_without_retry() -> None:
         b = backend(fake.base_url, timeout=0.5, max_retries=3)
         with elapsed_below(2.0), pytest.raises(RemoteTimeoutError) as info:
             b.answer("When?", SOURCES)
-        assert "within 0.5 s" in str(info.value) and isinstance(info.value, TimeoutError)
+        assert "0.5 s deadline" in str(info.value) and isinstance(info.value, TimeoutError)
         assert len(fake.completions) == 1
 
 
@@ -159,7 +159,7 @@ def test_slow_stream_times_out_between_chunks() -> None:
     with FakeServer([step]) as fake:
         b = backend(fake.base_url, timeout=0.5)
         got: list[Any] = []
-        with elapsed_below(2.0), pytest.raises(RemoteTimeoutError, match="next part"):
+        with elapsed_below(2.0), pytest.raises(RemoteTimeoutError, match="whole stream"):
             got.extend(b.stream("When?", SOURCES))
 
 

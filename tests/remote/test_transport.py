@@ -258,7 +258,7 @@ def test_retry_after_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     waits: list[float] = []
     monkeypatch.setattr(time, "sleep", waits.append)
     with FakeServer([Step(status=429, headers={"Retry-After": "3600"}), Step()]) as fake:
-        b = backend(fake.base_url, max_retries=1)
+        b = backend(fake.base_url, max_retries=1, timeout=120.0)  # the cap is within it
         with b:
             assert b.answer("When?", SOURCES).answer == "The answer."
     assert [w for w in waits if w] == [30.0]  # the server sleeps 0 s too
