@@ -64,6 +64,7 @@ class RemoteBatchError(RemoteError, BatchError):
         super().__init__(message, server=server, status=status)
         self.results = results
 
+
 class _BatchStatusError(RemoteBatchError, RemoteStatusError):
     pass
 
