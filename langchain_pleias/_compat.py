@@ -33,7 +33,6 @@ from langchain_core.messages.block_translators import register_translator
 from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.fallback import has_answer, stream_rest, visible_text
 from pleias_rag.sources import Source
-from pleias_rag.views import source_label
 from pleias_rag.views.ranking import cited_uses
 
 from ._convert import prompt_tokens
@@ -42,6 +41,7 @@ PROVIDER = "pleias"
 #: Sections shown as reasoning: the source analysis, after the query analysis of the
 #: numbered dialect (its only analysis when it answers a trivial query directly).
 REASONING_SECTIONS = ("query_analysis", "source_analysis")
+_MARKER = "<|source_id|>"
 # Block indices of streamed chunks: the reasoning first, then the answer text, as in an
 # ``invoke`` reply (merged chunks keep the order in which indices first arrive).
 _REASONING_INDEX = 0
@@ -139,28 +139,86 @@ def analysis_text(answer: PleiasAnswer) -> str:
 
 def readable_analysis(answer: PleiasAnswer) -> str:
     """:func:`analysis_text` with each source it names (a hash id, ``<|source_id|>N`` in the
-    numbered dialect) written as the answer's ``[n]`` marker for a cited source, else the
-    source's title (:func:`pleias_rag.views.source_label`). Ids of no source stay."""
-    numbers: dict[str, int] = {}
-    for c in answer.citations:
-        if c.source is not None:
-            numbers.setdefault(c.source.id, c.number)
-    by_id = {s.id: s for s in answer.sources}
+    numbered dialect) written as its title, else ``source k`` (its place among the sources);
+    ids of no source stay. The rule needs nothing the answer decides later, so the stream
+    (:class:`ReasoningStream`) writes the same text while the analysis is generated."""
+    return render_sources(analysis_text(answer), answer.sources)
 
-    def name(source: Source | None, written: str) -> str:
-        if source is None:
-            return written
-        number = numbers.get(source.id)
-        return f"[{number}]" if number is not None else source_label(source)
+
+def render_sources(text: str, sources: Sequence[Source]) -> str:
+    """``text`` with the sources it names written as in :func:`readable_analysis`."""
+    by_id = {s.id: (k, s) for k, s in reversed(list(enumerate(sources, 1)))}
+
+    def name(k: int, source: Source) -> str:
+        return source.title or f"source {k}"
 
     def sub(m: re.Match[str]) -> str:
         if m.group("num") is not None:
             n = int(m.group("num"))
-            found = answer.sources[n - 1] if 0 < n <= len(answer.sources) else None
-            return name(found, f"source {n}")
-        return name(by_id.get(m.group("hex")), m.group(0))
+            return name(n, sources[n - 1]) if 0 < n <= len(sources) else f"source {n}"
+        found = by_id.get(m.group("hex"))
+        return name(*found) if found is not None else m.group(0)
 
-    return _SOURCE_REF.sub(sub, analysis_text(answer))
+    return _SOURCE_REF.sub(sub, text)
+
+
+class ReasoningStream:
+    """The readable analysis, written piece by piece as its sections stream in.
+
+    Joined, the pieces are a prefix of :func:`readable_analysis` of the final answer (each
+    section stripped, sections joined by a blank line); :meth:`rest` gives what remains.
+    A piece is cut only where no source reference can continue (after a character that is
+    not part of a word, and never inside ``<|source_id|> N``), so it renders as the whole.
+    """
+
+    def __init__(self, sources: Sequence[Source]) -> None:
+        self._sources = list(sources)
+        self._section: str | None = None
+        self._pending = ""
+        self._opened = False  # the current section has shown text
+        self._written: list[str] = []
+
+    def feed(self, section: str, text: str) -> str:
+        """The readable text that ``text`` (raw, of ``section``) lets out now ("" if none)."""
+        if section not in REASONING_SECTIONS:
+            return ""
+        out = ""
+        if section != self._section:
+            out = self._write(self._pending.rstrip()) if self._pending.strip() else ""
+            self._section, self._pending, self._opened = section, "", False
+        buf = self._pending + text
+        if not self._opened:
+            buf = buf.lstrip()
+        cut = _safe_cut(buf)
+        ready = buf[:cut].rstrip()
+        self._pending = buf[len(ready) :]
+        return out + (self._write(ready) if ready else "")
+
+    def _write(self, text: str) -> str:
+        piece = ("\n\n" if self._written and not self._opened else "") + render_sources(
+            text, self._sources
+        )
+        self._opened = True
+        self._written.append(piece)
+        return piece
+
+    def rest(self, answer: PleiasAnswer) -> str:
+        """What the final reasoning adds to the pieces written ("" if they are not its start)."""
+        full, done = readable_analysis(answer), "".join(self._written)
+        return full[len(done) :] if full.startswith(done) else ""
+
+
+def _safe_cut(text: str) -> int:
+    """Where ``text`` may be cut without splitting a source reference that could go on."""
+    i = len(text)
+    while i > 0 and (text[i - 1].isalnum() or text[i - 1] == "_"):
+        i -= 1
+    lt = text.rfind("<", 0, i)
+    if lt >= 0:
+        tail = text[lt:i]
+        if _MARKER.startswith(tail) or re.fullmatch(r"<\|source_id\|>\s*", tail):
+            return lt
+    return i
 
 
 def _has_reasoning(answer: PleiasAnswer) -> bool:
@@ -227,12 +285,16 @@ def _reply_parts(answer: PleiasAnswer, model_name: str) -> tuple[dict[str, Any],
     return extra, meta
 
 
-def _blocks(answer: PleiasAnswer, text: str, *, chunk: bool) -> list[str | dict[str, Any]]:
+def _blocks(
+    answer: PleiasAnswer, text: str, *, chunk: bool, reasoning_text: str | None = None
+) -> list[str | dict[str, Any]]:
     """The reply's content: the reasoning block (when the model opened an analysis), then
-    the text block with ``text`` and the citations; with ``index`` keys in a chunk."""
+    the text block with ``text`` and the citations; with ``index`` keys in a chunk (whose
+    reasoning is ``reasoning_text``, what the stream has not shown yet)."""
     blocks: list[str | dict[str, Any]] = []
     if _has_reasoning(answer):
-        reasoning: dict[str, Any] = {"type": "reasoning", "reasoning": readable_analysis(answer)}
+        shown = readable_analysis(answer) if reasoning_text is None else reasoning_text
+        reasoning: dict[str, Any] = {"type": "reasoning", "reasoning": shown}
         if chunk:
             reasoning["index"] = _REASONING_INDEX
         blocks.append(reasoning)
@@ -262,19 +324,22 @@ def delta_chunk(text: str) -> AIMessageChunk:
 
 
 def reasoning_chunk(text: str) -> AIMessageChunk:
-    """A streamed piece of reasoning (an empty one opens the block when an analysis starts,
-    so that it comes before the answer text, as in an ``invoke`` reply)."""
+    """A streamed piece of the readable analysis (an empty one opens the block when an
+    analysis starts, so that it comes before the answer text, as in an ``invoke`` reply)."""
     block = {"type": "reasoning", "reasoning": text, "index": _REASONING_INDEX}
     return AIMessageChunk(content=[block], response_metadata={"model_provider": PROVIDER})
 
 
-def final_chunk(answer: PleiasAnswer, model_name: str, usage_: UsageMetadata) -> AIMessageChunk:
-    """The last streamed chunk: the reasoning, the citations, metadata and usage, plus the
-    fallback text when the model wrote no answer (the answer text itself was already
-    streamed)."""
+def final_chunk(
+    answer: PleiasAnswer, model_name: str, usage_: UsageMetadata, reasoning: ReasoningStream
+) -> AIMessageChunk:
+    """The last streamed chunk: the rest of the reasoning, the citations, metadata and
+    usage, plus the fallback text when the model wrote no answer (the answer text and most
+    of the reasoning were already streamed)."""
     extra, meta = _reply_parts(answer, model_name)
+    rest = reasoning.rest(answer)
     return AIMessageChunk(
-        content=_blocks(answer, stream_rest(answer), chunk=True),
+        content=_blocks(answer, stream_rest(answer), chunk=True, reasoning_text=rest),
         additional_kwargs=extra,
         response_metadata=meta,
         usage_metadata=usage_,

@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict
 from pleias_rag.answer import PleiasAnswer
 from pleias_rag.backend import Backend
 from pleias_rag.errors import InvalidArgument
-from pleias_rag.parser import AnswerDelta, Event, Finished, SectionStarted
+from pleias_rag.parser import AnswerDelta, Event, Finished, SectionStarted, SectionText
 from pleias_rag.sources import Source
 
 from ._compat import (
     REASONING_SECTIONS,
+    ReasoningStream,
     answer_message,
     delta_chunk,
     final_chunk,
@@ -391,16 +392,21 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
             llm_output={"model_name": name},
         )
 
-    def _chunk(self, call: _Call, event: Event) -> ChatGenerationChunk | None:
+    def _chunk(
+        self, call: _Call, event: Event, reasoning: ReasoningStream
+    ) -> ChatGenerationChunk | None:
         if isinstance(event, SectionStarted) and event.section in REASONING_SECTIONS:
-            # Opens the reasoning block before the answer text (its text comes at the end).
+            # Opens the reasoning block before the answer text, even for an empty analysis.
             return ChatGenerationChunk(message=reasoning_chunk(""))
+        if isinstance(event, SectionText):
+            text = reasoning.feed(event.section, event.text)
+            return ChatGenerationChunk(message=reasoning_chunk(text)) if text else None
         if isinstance(event, AnswerDelta) and event.text:
             return ChatGenerationChunk(message=delta_chunk(event.text))
         if isinstance(event, Finished):
             answer = event.answer
             name = call.backend.model_name
-            message = final_chunk(answer, name, usage(answer, call.backend, call.query))
+            message = final_chunk(answer, name, usage(answer, call.backend, call.query), reasoning)
             if call.standalone is not None:  # on the last chunk only: merged strings add up
                 message.response_metadata[STANDALONE_KEY] = call.standalone
             return ChatGenerationChunk(message=message)
@@ -444,8 +450,9 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         with contextlib.closing(
             call.backend.stream(call.query, call.sources, **call.gen)
         ) as events:
+            reasoning = ReasoningStream(call.sources)
             for event in events:
-                chunk = self._chunk(call, event)
+                chunk = self._chunk(call, event, reasoning)
                 if chunk is not None:
                     yield chunk
 
@@ -459,8 +466,9 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         call = await self._acondensed(self._prepare(messages, stop, kwargs), run_manager)
         events = call.backend.astream(call.query, call.sources, **call.gen)
         async with contextlib.aclosing(events):
+            reasoning = ReasoningStream(call.sources)
             async for event in events:
-                chunk = self._chunk(call, event)
+                chunk = self._chunk(call, event, reasoning)
                 if chunk is not None:
                     yield chunk
 

@@ -48,6 +48,15 @@ class SectionStarted:
 
 
 @dataclass(frozen=True)
+class SectionText:
+    """Raw text of a section other than the answer (the source analysis...), as it comes;
+    joined and stripped, a section's pieces equal ``PleiasAnswer.sections[section]``."""
+
+    section: str
+    text: str
+
+
+@dataclass(frozen=True)
 class SectionEnded:
     section: str
 
@@ -71,7 +80,7 @@ class Finished:
     answer: PleiasAnswer
 
 
-Event = SectionStarted | SectionEnded | AnswerDelta | CitationCompleted | Finished
+Event = SectionStarted | SectionText | SectionEnded | AnswerDelta | CitationCompleted | Finished
 
 
 # --- the state machine --------------------------------------------------------------------
@@ -363,7 +372,9 @@ class StreamParser:
         section = self._section
         assert section is not None
         self._texts[section].append(tok.raw)
-        if section == "answer" and tok.kind != "marker":
+        if section != "answer":
+            events.append(SectionText(section, tok.raw))
+        elif tok.kind != "marker":
             out: list[Output] = []
             self._answer.token(tok, out, numbered=self.dialect == NUMBERED)
             events += map(_answer_event, out)

@@ -14,6 +14,7 @@ EXPORTS = {
         "Event", "FinishReason", "Finished", "GenerationSettings", "InvalidArgument",
         "InvalidType", "MatchKind", "PleiasAnswer", "PleiasError", "PleiasModel",
         "PromptTooLong", "QuoteMatch", "ScriptedEngine", "SectionEnded", "SectionStarted",
+        "SectionText",
         "Segment", "Source", "SourceGroup", "StreamParser", "check_dialect", "escape_text",
         "group_sources", "locate_quote", "make_sources", "normalize_source_id",
         "parse_response", "prompt_ids", "prompt_segments", "render_prompt", "resolve_backend",

@@ -8,6 +8,7 @@ from pleias_rag import (
     Finished,
     SectionEnded,
     SectionStarted,
+    SectionText,
     Source,
     StreamParser,
     locate_quote,
@@ -182,6 +183,7 @@ def test_events_in_order() -> None:
     kinds = [type(e).__name__ for e in events]
     assert kinds == [
         "SectionStarted",
+        "SectionText",
         "SectionEnded",
         "SectionStarted",
         "AnswerDelta",
@@ -192,10 +194,11 @@ def test_events_in_order() -> None:
         "Finished",
     ]
     assert events[0] == SectionStarted("source_analysis")
+    assert events[1] == SectionText("source_analysis", "Fine.")  # the analysis, as it comes
     assert isinstance(events[-1], Finished) and events[-1].answer is p.result
     deltas = [e.text for e in events if isinstance(e, AnswerDelta)]
     assert deltas == ["Yes", "[1]", "."]
-    assert isinstance(events[5], CitationCompleted) and events[5].citation.source is A
+    assert isinstance(events[6], CitationCompleted) and events[6].citation.source is A
     assert events[-2] == SectionEnded("answer")
 
 

@@ -14,6 +14,7 @@ from pleias_rag.parser import (
     Finished,
     SectionEnded,
     SectionStarted,
+    SectionText,
     _Phase,
 )
 
@@ -56,6 +57,7 @@ def test_tokens_out_of_place_change_nothing() -> None:
     *sections, finished = events
     assert sections == [
         SectionStarted("language"),
+        SectionText("language", "English"),
         SectionEnded("language"),
         SectionStarted("answer"),
         AnswerDelta("Hi"),
@@ -89,11 +91,15 @@ def test_text_after_the_analysis_opens_the_answer_after_later_sections_too() -> 
 
 
 def merged(events: list[Event]) -> list[Event]:
-    """Events with adjacent answer deltas joined: chunk boundaries may split a delta."""
+    """Events with adjacent text pieces joined: chunk boundaries may split a delta."""
     out: list[Event] = []
     for e in events:
-        if isinstance(e, AnswerDelta) and out and isinstance(out[-1], AnswerDelta):
-            out[-1] = AnswerDelta(out[-1].text + e.text)
+        last = out[-1] if out else None
+        if isinstance(e, AnswerDelta) and isinstance(last, AnswerDelta):
+            out[-1] = AnswerDelta(last.text + e.text)
+        elif isinstance(e, SectionText) and isinstance(last, SectionText):
+            assert e.section == last.section
+            out[-1] = SectionText(e.section, last.text + e.text)
         else:
             out.append(e)
     return out

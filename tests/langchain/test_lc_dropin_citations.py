@@ -5,6 +5,7 @@ order; tools and structured output fail saying what to use instead."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ import sys
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.documents import Document
 from langchain_core.load import dumpd
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, messages_to_dict
@@ -154,18 +157,20 @@ def test_a_claim_runs_from_the_previous_marker_or_the_sentence_start() -> None:
 
 
 @pytest.mark.parametrize("dialect", ["hash", "numbered"])
-def test_the_reasoning_names_sources_as_the_answer_does(
+def test_the_reasoning_names_sources_by_their_titles(
     dialect: str, hash_model: str, numbered_model: str
 ) -> None:
     ex = example("cited", dialect)
     chat = ChatPleias(model=hash_model if dialect == "hash" else numbered_model, max_tokens=96)
     reply = chat.invoke(ex.query, documents=docs_of(ex))
     reasoning = reply.content_blocks[0]["reasoning"]
-    # The analysis named the cited source by its id (or <|source_id|>1), the other one too.
+    # The analysis named the sources by their ids (or <|source_id|>N): titles instead, the
+    # same while it streams (the answer's [n] are not known then).
     assert "<|" not in reasoning
     assert not any(source_id(t) in reasoning for t in ex.sources)
-    assert "[1]" in reasoning  # the cited source: the answer's marker
-    assert "Doc 1" in reasoning  # the uncited one: its title
+    assert "Doc 0" in reasoning and "Doc 1" in reasoning
+    untitled = chat.invoke(ex.query, documents=[Document(t) for t in ex.sources])
+    assert "source 1" in untitled.content_blocks[0]["reasoning"]  # no title: its place
 
 
 # --------------------------------------------------------------------------- row 4
@@ -206,6 +211,17 @@ def test_stream_adds_up_to_invoke_in_the_same_block_order(
     assert without_index(full.content_blocks) == invoked.content_blocks
     assert full.usage_metadata == invoked.usage_metadata
     assert full.additional_kwargs == invoked.additional_kwargs
+    # The analysis streams while it is generated: most of it before the first answer text.
+    reasoning = [
+        (n, b["reasoning"])
+        for n, c in enumerate(chunks)
+        for b in c.content_blocks
+        if b["type"] == "reasoning" and b["reasoning"]
+    ]
+    first_text = next(n for n, c in enumerate(chunks) if c.text)
+    early = "".join(r for n, r in reasoning if n < first_text)
+    assert len([n for n, _ in reasoning if n < first_text]) > 3
+    assert len(early) > 0.8 * len(invoked.content_blocks[0]["reasoning"])
 
 
 async def test_astream_adds_up_to_ainvoke(hash_model: str) -> None:
@@ -254,3 +270,31 @@ def test_with_structured_output_says_what_to_use_instead() -> None:
     message = str(err.value)
     assert "structured output" in message and "citations" in message
     assert "create_pleias_rag_tool" in message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=400), max_size=12), st.booleans())
+def test_the_reasoning_stream_renders_as_the_whole_under_any_chunking(
+    cuts: list[int], numbered: bool
+) -> None:
+    from langchain_pleias._compat import ReasoningStream, readable_analysis
+    from pleias_rag import SectionText, StreamParser
+    from pleias_rag.sources import Source
+
+    sources = [Source("The tides.", metadata={"title": "Tides"}), Source("The Louvre.")]
+    a, b = ("<|source_id|> 1", "<|source_id|>2") if numbered else (sources[0].id, sources[1].id)
+    raw = (
+        f"\n**{a}** explains the tides;{b} names a museum\n\n and x{a} is no id."
+        "<|source_analysis_end|>\n<|answer_start|>Yes.<|answer_end|>"
+    )
+    bounds = [0, *sorted(c % (len(raw) + 1) for c in cuts), len(raw)]
+    parser = StreamParser(sources, "hash", start="source_analysis")
+    stream, shown = ReasoningStream(sources), ""
+    for lo, hi in itertools.pairwise(bounds):
+        for event in parser.feed(raw[lo:hi]):
+            if isinstance(event, SectionText):
+                shown += stream.feed(event.section, event.text)
+    parser.close()
+    answer = parser.result
+    assert shown + stream.rest(answer) == readable_analysis(answer)
+    assert "Tides" in readable_analysis(answer) and "source 2" in readable_analysis(answer)

@@ -115,7 +115,7 @@ def test_langchain_and_llama_index(llamacpp_server: Any, tiny_trained_model_hash
     reply = ChatPleias(model=ids, max_tokens=GEN).invoke(
         ex.query, documents=[Document(t) for t in ex.sources]
     )
-    assert reply.content == "The Eiffel Tower was completed in 1889[1]."
+    assert reply.text == "The Eiffel Tower was completed in 1889[1]."
     nodes = [NodeWithScore(node=TextNode(text=t), score=1.0) for t in ex.sources]
     response = PleiasSynthesizer(PleiasLLM(ids, max_new_tokens=GEN)).synthesize(ex.query, nodes)
-    assert str(response) == reply.content
+    assert str(response) == reply.text

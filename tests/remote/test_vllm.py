@@ -236,21 +236,21 @@ def test_langchain_chat_chain_and_llm(ids: RemoteBackend) -> None:
     docs = [Document(t, metadata={"title": f"doc{i}"}) for i, t in enumerate(ex.sources)]
     chat = ChatPleias(model=ids, max_tokens=GEN)
     reply = chat.invoke(ex.query, documents=docs)
-    assert reply.content == "The Eiffel Tower was completed in 1889[1]."
+    assert reply.text == "The Eiffel Tower was completed in 1889[1]."
     assert reply.content_blocks[-1]["annotations"][0]["extras"]["status"] == "verified"
     assert reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0
     chunks = list(chat.stream(ex.query, documents=docs))
-    assert "".join(str(c.content) for c in chunks) == reply.content
+    assert "".join(c.text for c in chunks) == reply.text
 
     chain = create_pleias_rag_chain(RunnableLambda(lambda _q: docs), chat)
     result = chain.invoke(ex.query)
-    assert result["answer"] == reply.content
+    assert result["answer"] == reply.text
     assert [d.metadata["title"] for d in result["cited_documents"]] == ["doc0"]
 
     llm = PleiasLLM(model=ids, max_tokens=GEN)
     per_prompt = [docs, [Document(t) for t in EXAMPLES[1].sources]]
     outs = llm.batch([ex.query, EXAMPLES[1].query], documents=per_prompt)
-    assert outs[0] == reply.content and outs[1].startswith("The Moon's gravity")
+    assert outs[0] == reply.text and outs[1].startswith("The Moon's gravity")
 
 
 async def test_langchain_async(ids: RemoteBackend) -> None:
@@ -263,9 +263,9 @@ async def test_langchain_async(ids: RemoteBackend) -> None:
     docs = [Document(t) for t in ex.sources]
     reply = await chat.ainvoke(ex.query, documents=docs)
     chunks = [c async for c in chat.astream(ex.query, documents=docs)]
-    assert "".join(str(c.content) for c in chunks) == reply.content
+    assert "".join(c.text for c in chunks) == reply.text
     replies = await chat.abatch([ex.query] * 3, documents=docs)
-    assert all(r.content == reply.content for r in replies)
+    assert all(r.content == reply.content for r in replies)  # the same blocks, citations too
 
 
 def test_llama_index_llm_and_synthesizer(ids: RemoteBackend) -> None:
