@@ -4,7 +4,8 @@ A ``ChatPleias`` reply carries everything in its ``content``, a list of standard
 blocks any LangChain reader understands (no import of this package needed, so a message
 serialized with ``messages_to_dict``/``dumpd`` or kept in a LangGraph checkpoint keeps it):
 a ``reasoning`` block with the source analysis (the numbered dialect's query analysis
-before it; source ids rendered as the answer's ``[n]`` markers or the sources' titles),
+before it; the sources it names written as their titles, else ``source k`` by their place:
+what the stream shows too, before the answer's ``[n]`` exist),
 then a ``text`` block, the answer with ``[n]`` markers, whose ``annotations`` are
 :class:`langchain_core.messages.content.Citation` dicts. ``reply.text`` is the plain
 answer. The other sections (language, query report...) stay in

@@ -220,23 +220,44 @@ def system_passages(text: str) -> list[str]:
 
     The text is split at blank lines, as ``"\n\n".join(doc.page_content for doc in docs)``
     (the usual ``format_docs``) joins documents. The template's own words around the context
-    are left out: at the start and at the end, paragraphs that end with ``:`` ("Answer from
-    this context:") or read as an instruction to the model (they start with "You", "Use",
-    "Answer", "Given", "Based on", "Please", "Only", "Do not"...), and a first line that
-    ends with ``:`` ("Context:") above a passage, or a ``Context:`` heading before the first
-    passage on its line. A system message that only instructs
-    ("You are a helpful assistant.") gives no source, nor does a lone short paragraph that
-    nothing introduces as context ("Be nice.": under 200 characters); any other text is
-    passages.
+    are left out: at the start, paragraphs that end with ``:`` ("Answer from this
+    context:") or read as an instruction to the model (they start with "You", "Use",
+    "Answer", "Given", "Based on", "Please", "Only", "Do not"...), up to a "context:" that
+    goes on with the first passage ("Answer using this context: <passage>"); at the end,
+    template lines such as "Answer:" and short closing instructions ("Answer in one
+    sentence.": logged at INFO); and a first line that ends with ``:`` ("Context:") above a
+    passage, or a ``Context:`` heading before the first passage on its line. A system
+    message that only instructs ("You are a helpful assistant.") gives no source, nor does a
+    lone short paragraph that nothing introduces as context ("Be nice.": under 200
+    characters); any other text is passages.
     """
     paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text)]
     paragraphs = [p for p in paragraphs if p]
     count = len(paragraphs)
     while paragraphs and _is_instruction(paragraphs[0]):
-        paragraphs.pop(0)
-    while paragraphs and _is_instruction(paragraphs[-1]):
-        paragraphs.pop()
-    introduced = len(paragraphs) < count  # the template said "here is the context"
+        start = _context_start(paragraphs[0])
+        if start is None:
+            paragraphs.pop(0)
+            continue
+        paragraphs[0] = start  # "... Use this context: <the first passage>"
+        count += 1  # as if the instruction had its own paragraph
+        break
+    if paragraphs:
+        paragraphs[-1] = _TRAILER.sub("", paragraphs[-1]).strip()  # "...\nAnswer:"
+        if not paragraphs[-1]:
+            paragraphs.pop()
+    trailing: list[str] = []
+    while len(paragraphs) > 1 and _is_closing_instruction(paragraphs[-1]):
+        trailing.insert(0, paragraphs.pop())
+    if trailing:
+        logger.info(
+            "a system message ends with %d paragraph(s) read as the prompt template's "
+            "instructions, not as sources: %s; if they are retrieved text, pass the "
+            "documents with documents= instead",
+            len(trailing),
+            [t[:80] for t in trailing],
+        )
+    introduced = len(paragraphs) + len(trailing) < count  # the template introduced the context
     passages: list[str] = []
     for p in paragraphs:
         head, sep, rest = p.partition("\n")
@@ -252,8 +273,37 @@ def system_passages(text: str) -> list[str]:
     return passages
 
 
+#: The words a template puts after the context on its last lines ("Answer:", "Helpful answer:").
+_TRAILER = re.compile(r"(?:\n[^\n:]{0,40}:[ \t]*)+\Z")
+#: Where an instruction paragraph says the context follows ("... context: <text>").
+_INLINE_CONTEXT = re.compile(
+    r"\b(?:context|documents?|sources?|passages?|excerpts?)\s*:[ \t]*", re.IGNORECASE
+)
+
+
+def _context_start(paragraph: str) -> str | None:
+    """The context an instruction paragraph goes on with after "context:", if any."""
+    found = list(_INLINE_CONTEXT.finditer(paragraph))
+    rest = paragraph[found[-1].end() :].strip() if found else ""
+    return rest or None
+
+
 def _is_instruction(paragraph: str) -> bool:
     return paragraph.endswith(":") or _INSTRUCTION.match(paragraph) is not None
+
+
+#: How a template's closing instruction starts (narrower than :data:`_INSTRUCTION`: a
+#: retrieved text may well start with "You can..." or "Only three...").
+_CLOSING = re.compile(
+    r"(answer|respond|reply|use|using|based on|given|please|do not|don't|keep|always|never|"
+    r"if you|be (brief|concise|helpful))\b",
+    re.IGNORECASE,
+)
+
+
+def _is_closing_instruction(paragraph: str) -> bool:
+    short = len(paragraph) <= _LONE_PASSAGE_CHARS
+    return paragraph.endswith(":") or (short and _CLOSING.match(paragraph) is not None)
 
 
 #: Words of a prompt that carries its own context ("Context: ...", "Documents: ...").

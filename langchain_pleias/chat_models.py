@@ -123,7 +123,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     The reply's ``text`` is the answer with ``[n]`` markers. Its ``content`` is a list of
     standard content blocks, kept wherever the message goes (serialized, checkpointed, read
     without this package): a ``reasoning`` block, the source analysis with the sources it
-    names written as the answer's ``[n]`` markers (or their titles), then a ``text`` block,
+    names written as their titles (else ``source k``, their place), then a ``text`` block,
     the answer, whose ``annotations`` are standard citations (a unique ``id`` per citation,
     ``cited_text`` = the source's words, ``start_index``/``end_index`` = the claim the
     citation supports in the answer, ``title``/``url`` from the document metadata, the
@@ -131,10 +131,9 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     ``answer_end``). ``response_metadata`` has ``model_name``, ``finish_reason``,
     ``cited_source_ids``, ``dropped_source_ids``...; ``usage_metadata`` the real token
     counts, the analysis as ``output_token_details["reasoning"]``. Streaming yields the
-    same blocks by ``index`` (reasoning 0, text 1): the reasoning block opens when the
-    analysis starts, the answer text follows as it is written, and the analysis text, the
-    citations and the usage come with the last chunk; the chunks add up to the ``invoke``
-    reply. Pleias models do not call tools nor write structured output: ``bind_tools`` and
+    same blocks by ``index`` (reasoning 0, text 1): the analysis streams as it is written,
+    then the answer text, and the citations and the usage come with the last chunk; the
+    chunks add up to the ``invoke`` reply. Pleias models do not call tools nor write structured output: ``bind_tools`` and
     ``with_structured_output`` raise ``NotImplementedError`` saying what to use instead.
 
     When the model wrote no answer section (cut off by ``max_tokens`` or a stop sequence

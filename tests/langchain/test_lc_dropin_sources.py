@@ -136,6 +136,13 @@ def test_tutorial_chain_on_the_real_model(hash_model: str) -> None:
     assert [c["extras"]["status"] for c in cited(reply)] == ["verified", "verified"]
 
 
+TRICKY = [
+    "Ants walk in lines.",
+    "Only 3 species of bees make honey here.",
+    "You can see the tower from Paris.",
+]
+
+
 @pytest.mark.parametrize(
     ("text", "passages"),
     [
@@ -161,6 +168,17 @@ def test_tutorial_chain_on_the_real_model(hash_model: str) -> None:
         ),
         ("A long passage. " * 20, [("A long passage. " * 20).strip()]),
         ("", []),
+        # The context on the instruction's line, the rlm/rag-prompt as a system message, and
+        # retrieved texts that start like instructions: no passage is lost.
+        ("Answer using this context: " + "\n\n".join(TRICKY), TRICKY),
+        (
+            "You are an assistant for question-answering tasks. Use the following pieces of "
+            "retrieved context to answer the question.\nQuestion: Why? \nContext: "
+            + "\n\n".join(TRICKY)
+            + " \nAnswer:",
+            TRICKY,
+        ),
+        ("Answer from this context:\n\n" + "\n\n".join(TRICKY), TRICKY),
     ],
 )
 def test_system_text_splits_into_passages(text: str, passages: list[str]) -> None:
@@ -469,7 +487,7 @@ def _installed(line: str) -> tuple[set[str], str | None] | None:
         return None
     dists = _extras_closure(set(filter(None, (match.group(1) or "").split(","))))
     words = line.replace(match.group(0), " ").split()[2:]
-    dists |= {_dist_name(w) for w in words if not w.startswith("-")}
+    dists |= {_dist_name(w.strip("\"'")) for w in words if not w.startswith("-")}
     pin = re.search(r"\btorch==([\w.+]+)", line)
     return dists, pin.group(1) if pin else None
 
@@ -514,8 +532,10 @@ def _page_problems(page: str) -> list[str]:
     lines = [m.group(0) for m in _PIP.finditer(path.read_text(encoding="utf-8"))]
     installs = [(line, _installed(line)) for line in lines]
     installs = [(line, got) for line, got in installs if got is not None]
-    if not installs:
-        return []
+    if not installs:  # a page without its own: the quickstart's install line must do
+        start = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+        line = next(m.group(0) for m in _PIP.finditer(start) if _installed(m.group(0)))
+        installs = [(line, _installed(line))]
     needed: dict[str, str] = {}
     for code in _snippets(path):
         for module in _imports(code):
