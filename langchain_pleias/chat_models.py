@@ -133,8 +133,9 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     counts, the analysis as ``output_token_details["reasoning"]``. Streaming yields the
     same blocks by ``index`` (reasoning 0, text 1): the analysis streams as it is written,
     then the answer text, and the citations and the usage come with the last chunk; the
-    chunks add up to the ``invoke`` reply. Pleias models do not call tools nor write structured output: ``bind_tools`` and
-    ``with_structured_output`` raise ``NotImplementedError`` saying what to use instead.
+    chunks add up to the ``invoke`` reply. Pleias models do not call tools nor write
+    structured output: ``bind_tools`` and ``with_structured_output`` raise
+    ``NotImplementedError`` saying what to use instead.
 
     When the model wrote no answer section (cut off by ``max_tokens`` or a stop sequence
     before answering), ``text`` is its whole output with the Pleias markup removed,

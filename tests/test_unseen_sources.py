@@ -79,3 +79,18 @@ def test_llama_index_reranker_keeps_unseen_nodes_whatever_keep_says() -> None:
     )
     got = [(n.node.node_id, n.score, n.node.metadata[PLEIAS_METADATA_KEY]["seen"]) for n in ranked]
     assert got == [("n0", 1.0, True), ("n2", None, False)]
+
+
+def test_a_source_cut_to_fit_the_window_is_logged(
+    caplog: pytest.LogCaptureFixture, tiny_random_model_hash: object
+) -> None:
+    from pleias_rag import PleiasModel
+
+    model = PleiasModel(tiny_random_model_hash, device="cpu", context_window=160)  # type: ignore[arg-type]
+    long = Source("The tower is tall. " * 200)
+    with caplog.at_level(logging.WARNING, logger="pleias_rag"):
+        answer = model.answer("How tall?", [long], max_new_tokens=8)
+    assert answer.truncated_source_ids == (long.id,)
+    (record,) = [r for r in caplog.records if r.name == "pleias_rag"]
+    assert "cut 1" in record.getMessage() and long.id in record.getMessage()
+    assert "context window of 160 tokens with max_new_tokens=8" in record.getMessage()
