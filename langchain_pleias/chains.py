@@ -90,9 +90,10 @@ class PleiasRAGChain(CondenseSettings, RunnableSerializable[Any, dict[str, Any]]
         return question, self._rewrite(self._history(value), question)
 
     def _documents(self, value: Any) -> list[Document]:
+        """The retrieved documents, checked; blank ones left out here (warned about once)."""
         docs = list(value) if isinstance(value, (list, tuple)) else value
-        documents_to_sources(docs, argument="retrieved documents")  # checks each one
-        return cast("list[Document]", docs)
+        sources = documents_to_sources(docs, argument="retrieved documents")
+        return [cast("Document", s.ref) for s in sources]
 
     def _outcome(self, message: BaseMessage, docs: list[Document]) -> dict[str, Any]:
         """``citations`` and ``cited_documents`` of a reply."""
