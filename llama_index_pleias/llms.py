@@ -93,6 +93,13 @@ class PleiasLLM(CustomLLM):
     _backend: Backend | None = PrivateAttr(default=None)
 
     def __init__(self, model: str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any):
+        unknown = sorted(set(kwargs) - set(type(self).model_fields))
+        if unknown:  # pydantic would ignore them: a typo must not pass silently
+            raise InvalidType(
+                f"PleiasLLM got unexpected keyword argument(s) {unknown}: it takes model, "
+                "dialect, device, dtype, max_new_tokens, temperature, top_p, seed, stop (and "
+                "LlamaIndex's LLM fields such as callback_manager)"
+            )
         backend = None
         if isinstance(model, Backend):
             backend, name = model, model.model_name

@@ -47,7 +47,8 @@ class PleiasReranker(BaseNodePostprocessor):
     truncated output keeps what was cited before the cut.
 
     Args:
-        model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend.
+        model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend (also
+            accepted as ``llm=``).
         keep: ``"mentioned"`` (default: cited or mentioned), ``"cited"`` or ``"all"``.
         top_n: keep at most this many nodes after reordering.
         max_new_tokens: output limit of the ranking call (the source analysis comes first in
@@ -75,6 +76,11 @@ class PleiasReranker(BaseNodePostprocessor):
     def __init__(
         self, model: PleiasLLM | str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any
     ) -> None:
+        if "llm" in kwargs:  # LlamaIndex's usual spelling: PleiasReranker(llm=PleiasLLM(...))
+            given = kwargs.pop("llm")
+            if model is not DEFAULT_MODEL and model != given:
+                raise InvalidArgument("give the model as model= or llm=, not both")
+            model = given
         llm = model if isinstance(model, PleiasLLM) else PleiasLLM(model)
         kwargs["model"] = llm.model
         super().__init__(**kwargs)

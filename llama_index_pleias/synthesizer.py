@@ -84,7 +84,8 @@ class PleiasSynthesizer(BaseSynthesizer):
     blocking the event loop.
 
     Args:
-        model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend.
+        model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend (also
+            accepted as ``llm=``, LlamaIndex's usual spelling).
         streaming: stream the answer text.
         metadata_header: put node metadata before the body in the source text: ``True`` (the
             node's LLM metadata string), a list of metadata keys, or a callable. Offsets stay
@@ -309,6 +310,11 @@ class _Synthesis:
 def _as_llm(
     model: PleiasLLM | str | os.PathLike[str] | Backend, kwargs: dict[str, Any]
 ) -> PleiasLLM:
+    if "llm" in kwargs:  # LlamaIndex's usual spelling: PleiasSynthesizer(llm=PleiasLLM(...))
+        llm = kwargs.pop("llm")
+        if model is not DEFAULT_MODEL and model != llm:
+            raise InvalidArgument("give the model as model= or llm=, not both")
+        model = llm
     if isinstance(model, PleiasLLM):
         return model.with_settings(**kwargs) if kwargs else model
     return PleiasLLM(model, **kwargs)
