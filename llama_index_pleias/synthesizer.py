@@ -369,10 +369,24 @@ def _response_parts(
 
 
 def _empty_metadata(converted: NodeSources) -> dict[str, Any]:
-    """Response metadata when no node had text to answer from."""
+    """Response metadata when no node had text to answer from: the keys of an answer's
+    (:func:`_response_parts`), empty, so that reading one never raises ``KeyError``."""
     return {
         "citations": [],
+        "source_analysis": "",
+        "sections": {},
+        "mentioned_ids": [],
+        "finish_reason": None,
+        "dialect": None,
+        "dropped_source_ids": [],
+        "truncated_source_ids": [],
+        "prompt_tokens": None,
+        "completion_tokens": None,
         "cited_node_ids": [],
+        "mentioned_node_ids": [],
+        "dropped_node_ids": [],
+        "truncated_node_ids": [],
         "skipped_node_ids": converted.skipped_node_ids,
+        "raw": "",
         "pleias_answer": None,
     }

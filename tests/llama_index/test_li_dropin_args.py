@@ -35,3 +35,12 @@ def test_llm_is_taken_as_the_model() -> None:
     assert PleiasReranker(llm=llm).llm is llm
     with pytest.raises(ValueError, match="not both"):
         PleiasSynthesizer("other/model", llm=llm)
+
+
+def test_an_empty_response_has_every_metadata_key() -> None:
+    synth = PleiasSynthesizer(scripted_llm())
+    full = synth.synthesize("Where?", [NodeWithScore(node=TextNode(text="In Paris."))])
+    empty = synth.synthesize("Where?", [NodeWithScore(node=TextNode(text=" "))])
+    assert full.metadata is not None and empty.metadata is not None
+    assert set(empty.metadata) == set(full.metadata)
+    assert empty.metadata["dropped_node_ids"] == [] and empty.source_nodes == []
