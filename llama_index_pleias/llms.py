@@ -238,9 +238,21 @@ class PleiasLLM(CustomLLM):
 _LOAD_SETTINGS = ("dialect", "device", "dtype")
 
 
+def raw_of(answer: PleiasAnswer) -> dict[str, Any]:
+    """A response's ``raw``: a dict, as LlamaIndex's handlers read it (``TokenCountingHandler``
+    takes ``usage``), with the parsed answer as ``pleias_answer``."""
+    prompt, completion = answer.prompt_tokens or 0, answer.completion_tokens or 0
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return {"usage": usage, "pleias_answer": answer}
+
+
 def _completion(answer: PleiasAnswer) -> CompletionResponse:
     return CompletionResponse(
-        text=visible_text(answer), additional_kwargs=answer_kwargs(answer), raw=answer
+        text=visible_text(answer), additional_kwargs=answer_kwargs(answer), raw=raw_of(answer)
     )
 
 
@@ -253,7 +265,7 @@ def _completion_chunk(event: Event, fold: VisibleText) -> CompletionResponse | N
         return CompletionResponse(text=fold.text, delta=delta)
     answer = event.answer
     return CompletionResponse(
-        text=fold.text, delta=delta, additional_kwargs=answer_kwargs(answer), raw=answer
+        text=fold.text, delta=delta, additional_kwargs=answer_kwargs(answer), raw=raw_of(answer)
     )
 
 
@@ -266,7 +278,7 @@ def _message(answer: PleiasAnswer) -> ChatMessage:
 
 def _chat(answer: PleiasAnswer) -> ChatResponse:
     return ChatResponse(
-        message=_message(answer), raw=answer, additional_kwargs=answer_kwargs(answer)
+        message=_message(answer), raw=raw_of(answer), additional_kwargs=answer_kwargs(answer)
     )
 
 
@@ -279,5 +291,8 @@ def _chat_chunk(event: Event, fold: VisibleText) -> ChatResponse | None:
         return ChatResponse(message=message, delta=delta)
     answer = event.answer
     return ChatResponse(
-        message=_message(answer), delta=delta, raw=answer, additional_kwargs=answer_kwargs(answer)
+        message=_message(answer),
+        delta=delta,
+        raw=raw_of(answer),
+        additional_kwargs=answer_kwargs(answer),
     )

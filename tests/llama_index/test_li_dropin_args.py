@@ -44,3 +44,24 @@ def test_an_empty_response_has_every_metadata_key() -> None:
     assert full.metadata is not None and empty.metadata is not None
     assert set(empty.metadata) == set(full.metadata)
     assert empty.metadata["dropped_node_ids"] == [] and empty.source_nodes == []
+
+
+def test_token_counting_handler_counts_pleias_calls(
+    hash_llm: PleiasLLM, hash_examples: dict[str, object]
+) -> None:
+    from llama_index.core.callbacks import CallbackManager, TokenCountingHandler
+    from llama_index.core.llms import ChatMessage
+
+    counter = TokenCountingHandler(tokenizer=str.split)
+    llm = hash_llm.model_copy()
+    llm.callback_manager = CallbackManager([counter])
+    ex = hash_examples["cited"]
+    done = llm.complete(ex.query, sources=list(ex.sources))  # type: ignore[attr-defined]
+    answer = done.raw["pleias_answer"]
+    assert counter.prompt_llm_token_count == answer.prompt_tokens > 0
+    assert counter.completion_llm_token_count == answer.completion_tokens > 0
+    llm.chat([ChatMessage(role="user", content="Hello?")])
+    for _ in llm.stream_complete(ex.query, sources=list(ex.sources)):  # type: ignore[attr-defined]
+        pass
+    assert len(counter.llm_token_counts) == 3
+    assert counter.llm_token_counts[2].prompt_token_count == answer.prompt_tokens

@@ -58,7 +58,9 @@ def test_complete_gives_clean_text_and_checked_citations(
     ex = hash_examples["cited"]
     response = hash_llm.complete(ex.query, sources=list(ex.sources))
     assert response.text == EIFFEL_ANSWER
-    assert isinstance(response.raw, PleiasAnswer)
+    assert isinstance(response.raw["pleias_answer"], PleiasAnswer)
+    usage = response.raw["usage"]  # what LlamaIndex's TokenCountingHandler reads
+    assert usage["prompt_tokens"] == response.raw["pleias_answer"].prompt_tokens > 0
     (c,) = response.additional_kwargs["citations"]
     assert c["status"] == "verified"
     assert ex.sources[0][c["source_start"] : c["source_end"]] == c["quote"]
@@ -78,7 +80,7 @@ def test_per_call_kwargs_reach_the_model(hash_llm: PleiasLLM, hash_examples: Any
     ex = hash_examples["cited"]
     short = hash_llm.complete(ex.query, sources=list(ex.sources), max_new_tokens=4)
     assert short.additional_kwargs["finish_reason"] == "length"
-    assert short.raw.completion_tokens in (None, 4)
+    assert short.raw["pleias_answer"].completion_tokens in (None, 4)
 
 
 def test_generation_settings_are_merged() -> None:
