@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llama_index.core.base.response.schema import RESPONSE_TYPE, Response
+from llama_index.core.base.response.schema import (
+    RESPONSE_TYPE,
+    AsyncStreamingResponse,
+    Response,
+    StreamingResponse,
+)
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.evaluation import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
@@ -16,6 +22,12 @@ from pleias_rag import Source, parse_response
 from pleias_rag.errors import InvalidArgument
 from pleias_rag.verify import locate_quote
 
+from ._convert import PLEIAS_METADATA_KEY
+
+_MARKER = re.compile(r"\[\d+\]")
+_MARKERS_AFTER_STOP = re.compile(r"([.!?。！？]+)((?:\s*\[\d+\])+)")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
+
 
 class GroundingResult(EvaluationResult):
     """An ``EvaluationResult`` with one check per citation in ``checks``.
@@ -23,9 +35,16 @@ class GroundingResult(EvaluationResult):
     Each check has ``number``, ``source_id``, ``quote``, ``grounded`` (bool), ``reason``,
     ``cited`` (the node ids or context indexes cited), ``match``, ``start``/``end`` (the quote in
     the cited text, when found) and ``found_in`` (where else the quote is, when misattributed).
+
+    ``sentences`` is the number of answer sentences, ``uncited_sentences`` how many carry no
+    ``[n]`` citation marker and ``uncited_share`` their share (None for an empty answer). They
+    are reported, not scored: the score stays the grounded fraction of citations.
     """
 
     checks: list[dict[str, Any]] = Field(default_factory=list)
+    sentences: int = 0
+    uncited_sentences: int = 0
+    uncited_share: float | None = None
 
 
 @dataclass
@@ -48,12 +67,20 @@ class CitationGroundingEvaluator(BaseEvaluator):
     ``threshold`` (an answer without citations passes only with ``require_citations=False``).
     ``feedback`` has one line per citation, and ``checks`` the same as data.
 
+    ``feedback`` ends with a line giving the share of answer sentences that carry no ``[n]``
+    marker (``uncited sentences: 1 of 3 (33%)``), also in ``uncited_share``.
+
     Two inputs work:
 
-    - ``evaluate_response(response=...)`` with a ``Response`` of :class:`PleiasSynthesizer`:
-      every citation's node ids must be among ``response.source_nodes``, and the quote must be
-      found again in that node's body (``get_content(MetadataMode.NONE)``), independently of
-      what the synthesizer recorded;
+    - ``evaluate_response(response=...)`` with a ``Response`` of a query engine (what
+      ``BatchEvalRunner`` passes; a ``StreamingResponse`` is read to its end first, an
+      ``AsyncStreamingResponse`` by ``aevaluate_response``). The citations come from
+      ``response.metadata["citations"]`` (:class:`PleiasSynthesizer`,
+      :class:`PleiasQueryEngine`), else from the source nodes' ``metadata["pleias_citations"]``
+      (nodes annotated by a Pleias synthesizer or reranker), else from ``<ref>`` tags left in
+      the response text (checked against the source nodes in order). Every citation's node
+      ids must be among ``response.source_nodes``, and the quote must be found again in that
+      node's body (``get_content(MetadataMode.NONE)``), independently of what was recorded;
     - ``evaluate(response=raw_output, contexts=[...])`` with the model's raw output (its
       ``<ref>`` tags) and the source texts in prompt order.
 
@@ -131,18 +158,21 @@ class CitationGroundingEvaluator(BaseEvaluator):
     def evaluate_response(
         self, query: str | None = None, response: RESPONSE_TYPE | None = None, **kwargs: Any
     ) -> GroundingResult:
-        """Check a ``Response`` of :class:`PleiasSynthesizer` against its source nodes."""
+        """Check a query engine's ``Response`` against its source nodes (see the class)."""
+        if isinstance(response, StreamingResponse):
+            response = response.get_response()
         if not isinstance(response, Response):
-            return _invalid(query, None, "give a (non-streaming) Response of PleiasSynthesizer")
-        citations = (response.metadata or {}).get("citations")
-        if citations is None:
-            return _invalid(
-                query, response.response, "the response has no Pleias citations metadata"
-            )
+            return _invalid(query, None, "give a Response of a query engine")
         bodies = {
             n.node.node_id: n.node.get_content(metadata_mode=MetadataMode.NONE)
             for n in response.source_nodes
         }
+        citations = _response_citations(response)
+        if citations is None:
+            text = response.response or ""
+            if "<ref" in text:
+                return self.evaluate(query, text, list(bodies.values()))
+            return _invalid(query, text, "the response has no Pleias citations")
         items = []
         for c in citations:
             ids = list(c.get("node_ids") or [])
@@ -156,7 +186,9 @@ class CitationGroundingEvaluator(BaseEvaluator):
     async def aevaluate_response(
         self, query: str | None = None, response: RESPONSE_TYPE | None = None, **kwargs: Any
     ) -> GroundingResult:
-        """Grade a query engine's response by the citations in its metadata."""
+        """:meth:`evaluate_response`; an ``AsyncStreamingResponse`` is read to its end first."""
+        if isinstance(response, AsyncStreamingResponse):
+            response = await response.get_response()
         return self.evaluate_response(query, response, **kwargs)
 
     # -- the check --
@@ -217,6 +249,10 @@ class CitationGroundingEvaluator(BaseEvaluator):
             f"{c['quote']!r}: {c['reason']}"
             for c in checks
         ] or ["no citations"]
+        total, uncited = _sentence_counts(answer or "")
+        share = uncited / total if total else None
+        if share is not None:
+            lines.append(f"uncited sentences: {uncited} of {total} ({share:.0%})")
         return GroundingResult(
             query=query,
             response=answer,
@@ -225,7 +261,35 @@ class CitationGroundingEvaluator(BaseEvaluator):
             score=score,
             feedback="\n".join(lines),
             checks=checks,
+            sentences=total,
+            uncited_sentences=uncited,
+            uncited_share=share,
         )
+
+
+def _response_citations(response: Response) -> list[dict[str, Any]] | None:
+    """The citation dicts of a response: its metadata's, else its annotated nodes'."""
+    listed = (response.metadata or {}).get("citations")
+    if isinstance(listed, list):
+        return listed
+    by_number: dict[int, dict[str, Any]] = {}
+    found = False
+    for n in response.source_nodes:
+        info = n.node.metadata.get(PLEIAS_METADATA_KEY)
+        if not isinstance(info, dict) or not isinstance(info.get("citations"), list):
+            continue
+        found = True
+        for c in info["citations"]:
+            by_number.setdefault(int(c["number"]), c)
+    return [by_number[k] for k in sorted(by_number)] if found else None
+
+
+def _sentence_counts(answer: str) -> tuple[int, int]:
+    """(sentences, sentences without a ``[n]`` marker) of an answer text; a marker written
+    just after the sentence's final punctuation still belongs to that sentence."""
+    text = _MARKERS_AFTER_STOP.sub(lambda m: m.group(2) + m.group(1), answer)
+    sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+    return len(sentences), sum(1 for s in sentences if not _MARKER.search(s))
 
 
 def _invalid(query: str | None, response: str | None, reason: str) -> GroundingResult:

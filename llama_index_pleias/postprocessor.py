@@ -6,8 +6,11 @@ import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CBEventType, EventPayload
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index_instrumentation import get_dispatcher
 
 from pleias_rag import PleiasAnswer
 from pleias_rag.errors import InvalidArgument
@@ -28,6 +31,13 @@ if TYPE_CHECKING:
 
 Keep = Literal["cited", "mentioned", "all"]
 
+#: Where ``analysis_only`` stops generating: the end of the source analysis in both dialects
+#: (the hash dialect's ``<|source_analysis_end|>`` and the numbered dialect's query report or
+#: draft are followed by this token).
+ANALYSIS_STOP = "<|answer_start|>"
+
+dispatcher = get_dispatcher(__name__)
+
 
 class PleiasReranker(BaseNodePostprocessor):
     """Rerank nodes by the model's own analysis of them: cited first, then mentioned, then the
@@ -46,6 +56,19 @@ class PleiasReranker(BaseNodePostprocessor):
     Nodes without text are dropped (they can not be judged). A cited-only filter on a
     truncated output keeps what was cited before the cut.
 
+    With ``analysis_only=True`` generation stops at the end of the source analysis (a stop
+    string at ``<|answer_start|>``, the same token in the hash and the numbered dialect): no
+    answer is written, so the call is much shorter, and the ranking rests on the analysis
+    alone. The scores are then finer, by order of mention: of ``m`` mentioned nodes the
+    ``i``-th (from 0) scores ``1 - 0.5 * i / m``, within (0.5, 1], the first 1.0; unused
+    nodes score 0.0 and unseen ones None, as above (``keep="cited"`` keeps only the unseen
+    ones, since nothing is cited).
+
+    Each call emits LlamaIndex's ``CBEventType.RERANKING`` callback event (payload: the
+    nodes in, the model, the query and ``top_n``; the nodes out at its end) and the
+    ``ReRankStartEvent``/``ReRankEndEvent`` instrumentation events, like LlamaIndex's own
+    rerankers.
+
     Args:
         model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend (also
             accepted as ``llm=``).
@@ -53,6 +76,8 @@ class PleiasReranker(BaseNodePostprocessor):
         top_n: keep at most this many nodes after reordering.
         max_new_tokens: output limit of the ranking call (the source analysis comes first in
             the output, so a short budget still ranks).
+        analysis_only: stop generating at the end of the source analysis and score by order
+            of mention (see above).
 
     Examples:
         >>> from llama_index.core.schema import NodeWithScore, TextNode
@@ -70,6 +95,9 @@ class PleiasReranker(BaseNodePostprocessor):
     keep: Keep = Field(default="mentioned", description="Which nodes to keep.")
     top_n: int | None = Field(default=None, ge=1, description="Keep at most this many nodes.")
     max_new_tokens: int | None = Field(default=None, ge=1, description="Output limit.")
+    analysis_only: bool = Field(
+        default=False, description="Stop at the end of the source analysis; rank by mentions."
+    )
 
     _llm: PleiasLLM = PrivateAttr()
 
@@ -104,32 +132,76 @@ class PleiasReranker(BaseNodePostprocessor):
         if not converted.sources:
             return None
         gen = self._llm.generation_kwargs(max_new_tokens=self.max_new_tokens)
+        if self.analysis_only:
+            gen["stop"] = [*(gen.get("stop") or ()), ANALYSIS_STOP]
         return Call(query_bundle.query_str, converted.sources, gen)
+
+    def _payload(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> Any:
+        return {
+            EventPayload.NODES: nodes,
+            EventPayload.MODEL_NAME: self.model,
+            EventPayload.QUERY_STR: None if query_bundle is None else query_bundle.query_str,
+            EventPayload.TOP_K: self.top_n,
+        }
+
+    def _start_event(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> None:
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=nodes,
+                top_n=len(nodes) if self.top_n is None else self.top_n,
+                model_name=self.model,
+            )
+        )
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        if (call := self._prepare(nodes, query_bundle)) is None:
-            return []
-        return self._rank(self._llm.backend.answer(call.query, call.sources, **call.gen), call)
+        self._start_event(nodes, query_bundle)
+        with self.callback_manager.event(
+            CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
+        ) as event:
+            out: list[NodeWithScore] = []
+            if (call := self._prepare(nodes, query_bundle)) is not None:
+                answer = self._llm.backend.answer(call.query, call.sources, **call.gen)
+                out = self._rank(answer, call)
+            event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
+        return out
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        if (call := self._prepare(nodes, query_bundle)) is None:
-            return []
-        answer = await self._llm.backend.aanswer(call.query, call.sources, **call.gen)
-        return self._rank(answer, call)
+        self._start_event(nodes, query_bundle)
+        with self.callback_manager.event(
+            CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
+        ) as event:
+            out: list[NodeWithScore] = []
+            if (call := self._prepare(nodes, query_bundle)) is not None:
+                answer = await self._llm.backend.aanswer(call.query, call.sources, **call.gen)
+                out = self._rank(answer, call)
+            event.on_end(payload={EventPayload.NODES: out})
+        dispatcher.event(ReRankEndEvent(nodes=out))
+        return out
 
     def _rank(self, answer: PleiasAnswer, call: Call) -> list[NodeWithScore]:
+        uses = source_uses(answer, call.sources)
+        scores = _mention_scores(uses) if self.analysis_only else {}
         out: list[NodeWithScore] = []
-        for use in source_uses(answer, call.sources):
+        for use in uses:
             if not _kept(use, self.keep):
                 continue
-            out.append(_ranked_copy(use))
+            out.append(_ranked_copy(use, scores.get(id(use), use.score)))
             if self.top_n is not None and len(out) >= self.top_n:
                 break
         return out
+
+
+def _mention_scores(uses: list[SourceUse]) -> dict[int, float | None]:
+    """Scores by order of mention (the ranking's order): ``1 - 0.5 * i / m`` for the ``i``-th
+    of ``m`` mentioned or cited sources, in (0.5, 1]."""
+    used = [u for u in uses if u.seen and (u.cited or u.mentioned)]
+    return {id(u): 1.0 - 0.5 * i / len(used) for i, u in enumerate(used)}
 
 
 def _kept(use: SourceUse, keep: Keep) -> bool:
@@ -142,10 +214,12 @@ def _kept(use: SourceUse, keep: Keep) -> bool:
     return True
 
 
-def _ranked_copy(use: SourceUse) -> NodeWithScore:
+def _ranked_copy(use: SourceUse, score: float | None) -> NodeWithScore:
     ref = use.source.ref
     assert isinstance(ref, NodeRef)
     copy = annotated_copy(use)
-    copy.node.metadata[PLEIAS_METADATA_KEY]["retrieval_score"] = ref.node.score
-    copy.score = use.score
+    info = copy.node.metadata[PLEIAS_METADATA_KEY]
+    info["retrieval_score"] = ref.node.score
+    info["relevance_score"] = score
+    copy.score = score
     return copy
