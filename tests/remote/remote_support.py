@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VLLM_ENV = "PLEIAS_RAG_VLLM_PYTHON"
 LLAMACPP_ENV = "PLEIAS_RAG_LLAMACPP_PYTHON"
 SERVED_NAME = "tiny-hash"
-MAX_MODEL_LEN = 512  # vLLM's --max-model-len
+MAX_MODEL_LEN = 2048  # vLLM's --max-model-len: the tiny model's whole window
 LLAMACPP_SLOT_CTX = 512  # llama-server: n_ctx 2048 shared by 4 parallel slots
 
 

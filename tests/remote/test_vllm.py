@@ -24,7 +24,7 @@ from pleias_rag.testing import FAKE_HASH_ID, TRAINING_EXAMPLES, Example
 pytestmark = [pytest.mark.remote, pytest.mark.timeout(900)]
 
 EXAMPLES = TRAINING_EXAMPLES["hash"]
-GEN = 200  # new tokens: enough for every example, and within the server's 512
+GEN = 200  # new tokens: enough for every example
 STATUSES = {
     "cited": ["verified"],
     "two_citations": ["verified", "verified"],
@@ -115,28 +115,37 @@ def _metrics(server: Any) -> tuple[float, float]:
     return value("generation_tokens_total"), value("num_requests_running")
 
 
-def _closed_stream_tokens(ids: RemoteBackend, server: Any, gen: dict[str, int]) -> float:
-    """Tokens vLLM generated for a stream closed after its first event."""
+def _close_after_first_event(
+    ids: RemoteBackend, server: Any, gen: dict[str, int]
+) -> tuple[float, float]:
+    """Tokens vLLM had generated when a stream was closed after its first event, and in all."""
     before, _ = _metrics(server)
     events = ids.stream("Hello", [], **gen)
     next(events)
     events.close()  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 10
+    at_close = _metrics(server)[0] - before
+    deadline = time.monotonic() + 60
     while _metrics(server)[1] > 0:
         assert time.monotonic() < deadline, "vLLM kept generating after the stream closed"
-        time.sleep(0.1)
-    return _metrics(server)[0] - before
+        time.sleep(0.05)
+    return at_close, _metrics(server)[0] - before
 
 
 def test_closing_a_stream_aborts_the_generation(ids: RemoteBackend, vllm_server: Any) -> None:
-    # min_new_tokens keeps the model writing for hundreds of tokens (a second or more on a
-    # CPU); a closed stream must stop it early. A try can lose the race on a loaded machine
-    # (the server finishes before it sees the close): three tries, one must stop early.
-    gen = {"max_new_tokens": 480, "min_new_tokens": 470}
+    # min_new_tokens keeps the model writing to the end of its window (seconds on a CPU); a
+    # closed stream must stop it there. On a loaded machine vLLM can send the first event only
+    # after most of the generation: such a try proves nothing, and the next one is made.
+    gen = {"max_new_tokens": MAX_MODEL_LEN - 48, "min_new_tokens": MAX_MODEL_LEN - 64}
     full = ids.answer("Hello", [], **gen).completion_tokens
-    assert full is not None and full >= 470
-    tries = [_closed_stream_tokens(ids, vllm_server, gen) for _ in range(3)]
-    assert min(tries) < full - 100, f"tokens generated after closing: {tries} (full: {full})"
+    assert full is not None and full >= MAX_MODEL_LEN - 64
+    tries = []
+    for _ in range(5):
+        at_close, total = _close_after_first_event(ids, vllm_server, gen)
+        tries.append((at_close, total))
+        if at_close < full / 2:
+            assert total - at_close < full / 4, f"generated after closing: {tries} (full: {full})"
+            return
+    pytest.skip(f"vLLM sent the first event only late in every try {tries} (full: {full})")
 
 
 def test_answer_batch_is_concurrent_and_in_order(ids: RemoteBackend) -> None:
@@ -167,13 +176,15 @@ def test_context_budget_fits_the_servers_window(
     from pleias_rag.local import PleiasModel
 
     ex = EXAMPLES[0]
-    filler = [f"Paragraph {i}: " + "towers and museums and bridges " * 30 for i in range(6)]
+    filler = [f"Paragraph {i}: " + "towers and museums and bridges " * 30 for i in range(24)]
     sources = [*ex.sources, *filler]
     answer = ids.answer(ex.query, sources, max_new_tokens=GEN)  # whole, vLLM would refuse it
     assert answer.dropped_source_ids and answer.truncated_source_ids
     assert answer.prompt_tokens is not None and answer.prompt_tokens + GEN <= MAX_MODEL_LEN
     # Packed as the local engine packs for the same window: same prompt, same output.
-    local = PleiasModel(tiny_trained_model_hash, device="cpu", dtype="float32", context_window=512)
+    local = PleiasModel(
+        tiny_trained_model_hash, device="cpu", dtype="float32", context_window=MAX_MODEL_LEN
+    )
     mine = local.answer(ex.query, sources, max_new_tokens=GEN)
     assert mine.dropped_source_ids == answer.dropped_source_ids
     assert mine.truncated_source_ids == answer.truncated_source_ids
@@ -210,7 +221,7 @@ def test_stripped_special_tokens_fall_back_to_plain_text(vllm_server: Any) -> No
 def test_a_400_from_vllm_is_not_retried(text: RemoteBackend) -> None:
     started = time.monotonic()
     with pytest.raises(RemoteStatusError) as info:
-        text.answer("When?", [], max_new_tokens=2000)
+        text.answer("When?", [], max_new_tokens=4 * MAX_MODEL_LEN)
     assert info.value.status == 400 and "max_model_len" in str(info.value)
     assert "vLLM server at http://127.0.0.1:" in str(info.value)
     assert "tries" not in str(info.value) and time.monotonic() - started < 5
