@@ -27,7 +27,14 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
-from llama_index.core.schema import BaseNode, ImageNode, MetadataMode, Node, NodeWithScore
+from llama_index.core.schema import (
+    BaseNode,
+    ImageNode,
+    MetadataMode,
+    Node,
+    NodeWithScore,
+    TextNode,
+)
 
 from pleias_rag import Citation, Event, PleiasAnswer, Source
 from pleias_rag.errors import InvalidArgument, InvalidType
@@ -393,12 +400,14 @@ def answer_kwargs(answer: PleiasAnswer) -> dict[str, Any]:
     }
 
 
-def annotated_copy(use: SourceUse) -> NodeWithScore:
+def annotated_copy(use: SourceUse, marker: int | None = None) -> NodeWithScore:
     """A deep copy of the node behind ``use`` (same node id and score) with its citations in
     ``metadata[PLEIAS_METADATA_KEY]``, a key kept out of the LLM and embedding text.
 
     The metadata is :meth:`SourceUse.annotations` (``source_id``, ``relevance_score``,
-    ``citations``) plus ``node_id``, ``rank`` and ``mentioned``; each citation is a
+    ``citations``) plus ``node_id``, ``rank``, ``mentioned``, ``marker`` (the ``n`` of the
+    ``[n]`` marker naming this node, None when none does) and ``cited`` (False for a node
+    returned though the answer neither names it nor holds one of its quotes); each citation is a
     :func:`citation_dict` of this node, so its ``node_start``/``node_end`` are the quote's
     words in this node's body.
     """
@@ -408,10 +417,43 @@ def annotated_copy(use: SourceUse) -> NodeWithScore:
     copy = ref.node.model_copy(deep=True)
     info = use.annotations()
     info["citations"] = [citation_dict(c, use.source) for c in use.citations]
-    info.update(node_id=ref.node_id, rank=use.rank, mentioned=use.mentioned)
+    info.update(
+        node_id=ref.node_id,
+        rank=use.rank,
+        mentioned=use.mentioned,
+        marker=marker,
+        cited=use.cited or marker is not None,
+    )
     node = copy.node
     node.metadata[PLEIAS_METADATA_KEY] = info
     for keys in (node.excluded_llm_metadata_keys, node.excluded_embed_metadata_keys):
         if PLEIAS_METADATA_KEY not in keys:
             keys.append(PLEIAS_METADATA_KEY)
     return copy
+
+
+def unknown_marker_node(number: int, citations: Sequence[Citation]) -> NodeWithScore:
+    """The placeholder behind a marker ``[number]`` whose id names no given source: a node
+    without text (id ``pleias-unknown-<number>``, no score) so that ``[n]`` stays
+    ``source_nodes[n-1]``; its ``metadata[PLEIAS_METADATA_KEY]`` has ``unknown_source`` True,
+    the ``source_id`` the model wrote and the citations of that marker."""
+    info: dict[str, Any] = {
+        "source_id": citations[0].source_id if citations else "",
+        "relevance_score": None,
+        "seen": False,
+        "citations": [citation_dict(c) for c in citations],
+        "node_id": None,
+        "rank": None,
+        "mentioned": False,
+        "marker": number,
+        "cited": True,
+        "unknown_source": True,
+    }
+    node = TextNode(
+        id_=f"pleias-unknown-{number}",
+        text="",
+        metadata={PLEIAS_METADATA_KEY: info},
+        excluded_llm_metadata_keys=[PLEIAS_METADATA_KEY],
+        excluded_embed_metadata_keys=[PLEIAS_METADATA_KEY],
+    )
+    return NodeWithScore(node=node, score=None)

@@ -21,13 +21,12 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.tools import QueryEngineTool, ToolMetadata, ToolOutput
 
-from pleias_rag import PleiasAnswer
 from pleias_rag.errors import InvalidArgument, InvalidType
 from pleias_rag.views.plain import NONE_CITED, answer_with_sources
 
 from ._convert import DEFAULT_MODEL
 from .llms import PleiasLLM
-from .synthesizer import PleiasSynthesizer
+from .synthesizer import PleiasSynthesizer, pleias_answer
 
 if TYPE_CHECKING:
     from pleias_rag.backend import Backend
@@ -264,7 +263,7 @@ class PleiasQueryEngineTool(QueryEngineTool):
         query = self._get_query_str(*args, **kwargs)
         response = self.query_engine.query(query)
         if isinstance(response, StreamingResponse):
-            response = response.get_response()
+            response = _keep_answer(response, response.get_response())
         return self._output(query, response)
 
     async def acall(self, *args: Any, **kwargs: Any) -> ToolOutput:
@@ -272,9 +271,9 @@ class PleiasQueryEngineTool(QueryEngineTool):
         query = self._get_query_str(*args, **kwargs)
         response = await self.query_engine.aquery(query)
         if isinstance(response, AsyncStreamingResponse):
-            response = await response.get_response()
+            response = _keep_answer(response, await response.get_response())
         elif isinstance(response, StreamingResponse):
-            response = response.get_response()
+            response = _keep_answer(response, response.get_response())
         return self._output(query, response)
 
     def _output(self, query: str, response: RESPONSE_TYPE) -> ToolOutput:
@@ -286,6 +285,14 @@ class PleiasQueryEngineTool(QueryEngineTool):
         )
 
 
+def _keep_answer(stream: object, response: Response) -> Response:
+    """``response`` (a read stream) with the stream's ``pleias_answer`` attribute."""
+    answer = pleias_answer(stream)
+    if answer is not None:
+        response.pleias_answer = answer  # type: ignore[attr-defined]
+    return response
+
+
 def _tool_content(response: RESPONSE_TYPE) -> str:
     """What the agent reads: the answer, then the numbered sources it quotes."""
     if isinstance(response, PydanticResponse):
@@ -294,7 +301,7 @@ def _tool_content(response: RESPONSE_TYPE) -> str:
         text = response.response or ""
     else:  # a stream, read to the end
         text = str(response)
-    answer = (response.metadata or {}).get("pleias_answer")
-    if isinstance(answer, PleiasAnswer):
+    answer = pleias_answer(response)
+    if answer is not None:
         return answer_with_sources(answer, text)
     return "\n\n".join(part for part in (text.strip(), NONE_CITED) if part)

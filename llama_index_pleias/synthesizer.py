@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
+from llama_index.core.base.llms.types import CompletionResponse
 from llama_index.core.base.response.schema import (
     RESPONSE_TYPE,
     AsyncStreamingResponse,
@@ -16,6 +17,10 @@ from llama_index.core.base.response.schema import (
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.callbacks.schema import CBEventType, EventPayload
 from llama_index.core.indices.prompt_helper import ChatPromptHelper, PromptHelper
+from llama_index.core.instrumentation.events.llm import (
+    LLMCompletionEndEvent,
+    LLMCompletionStartEvent,
+)
 from llama_index.core.instrumentation.events.synthesis import (
     SynthesizeEndEvent,
     SynthesizeStartEvent,
@@ -26,10 +31,10 @@ from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.types import RESPONSE_TEXT_TYPE
 from llama_index_instrumentation import get_dispatcher
 
-from pleias_rag import Event, Finished, PleiasAnswer, Source
+from pleias_rag import Citation, CitationCompleted, Event, Finished, PleiasAnswer, Source
 from pleias_rag.errors import InvalidArgument
 from pleias_rag.fallback import VisibleText, visible_text
-from pleias_rag.views.ranking import source_uses
+from pleias_rag.views.ranking import CITED_SCORE, SourceUse, source_uses
 
 from ._convert import (
     DEFAULT_MODEL,
@@ -44,13 +49,24 @@ from ._convert import (
     node_ids,
     nodes_to_sources,
     text_delta,
+    unknown_marker_node,
 )
-from .llms import PleiasLLM
+from .llms import PleiasLLM, raw_of
 
 if TYPE_CHECKING:
     from pleias_rag.backend import Backend
 
 dispatcher = get_dispatcher(__name__)
+
+#: Which nodes a response returns: the cited ones, or all the nodes given.
+ReturnNodes: TypeAlias = Literal["cited", "all"]
+
+
+def pleias_answer(response: object) -> PleiasAnswer | None:
+    """The :class:`pleias_rag.PleiasAnswer` behind a :class:`PleiasSynthesizer` response
+    (its ``pleias_answer`` attribute; None before a stream ends, or with no model call)."""
+    answer = getattr(response, "pleias_answer", None)
+    return answer if isinstance(answer, PleiasAnswer) else None
 
 
 class PleiasSynthesizer(BaseSynthesizer):
@@ -60,9 +76,14 @@ class PleiasSynthesizer(BaseSynthesizer):
     a metadata header), with the 16-hex id of its text. The ``Response`` has:
 
     - ``response``: the clean answer with ``[n]`` markers;
-    - ``source_nodes``: deep copies of ONLY the cited nodes, in order of first citation, with
-      their original node ids and scores; ``node.metadata["pleias_citations"]`` holds each
-      citation it holds (the core citation dict with node keys, see
+    - ``source_nodes``: deep copies of the cited nodes with their original node ids and
+      scores, numbered as the markers: ``[n]`` is ``source_nodes[n-1]`` (the node holding the
+      quote, else the node named; a text-less placeholder ``pleias-unknown-<n>`` flagged
+      ``unknown_source`` for an id naming no node), then other nodes holding a quote (same
+      text, real source of a misattributed quote); with ``return_nodes="all"``, or when the
+      answer cites no node, every other node given follows, flagged ``cited: False``;
+      ``node.metadata["pleias_citations"]`` holds each citation it holds (the core citation
+      dict with node keys, see
       :func:`~llama_index_pleias._convert.citation_dict`): the quote, its status (verified,
       misattributed...), match and ``node_start``/``node_end``, the offsets of the quote's
       words in ``node.get_content()`` (None when not found), a key excluded from the LLM and
@@ -71,7 +92,11 @@ class PleiasSynthesizer(BaseSynthesizer):
       ``node_start``/``node_end``), ``source_analysis``, ``sections``, ``cited_node_ids``,
       ``mentioned_node_ids``, ``dropped_node_ids``/``truncated_node_ids`` (left out or cut to
       fit the context), ``skipped_node_ids``, ``finish_reason``, ``raw`` (the model output),
-      token counts and ``pleias_answer`` (the :class:`pleias_rag.PleiasAnswer`).
+      token counts; JSON-serializable. The :class:`pleias_rag.PleiasAnswer` is the response's
+      ``pleias_answer`` attribute (:func:`pleias_answer`).
+
+    Each model call emits a ``CBEventType.LLM`` callback event and LLM completion
+    instrumentation events, with token counts in the completion's ``raw["usage"]``.
 
     Nodes without text (empty nodes, images without caption) are skipped with a warning and
     listed in ``skipped_node_ids``; ``on_invalid_node="raise"`` makes them a ``ValueError``.
@@ -79,9 +104,9 @@ class PleiasSynthesizer(BaseSynthesizer):
     the response is ``empty_response`` with no source nodes.
 
     With ``streaming=True`` the response is a ``StreamingResponse`` (``AsyncStreamingResponse``
-    from ``asynthesize``) that yields the clean answer text only; its ``source_nodes`` and
-    ``metadata`` are filled when the stream ends. Async synthesis runs the model without
-    blocking the event loop.
+    from ``asynthesize``) that yields the clean answer text only; its ``source_nodes`` fill
+    in as each citation completes, its ``metadata`` when the stream ends. Async synthesis
+    runs the model without blocking the event loop.
 
     Args:
         model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend (also
@@ -92,6 +117,7 @@ class PleiasSynthesizer(BaseSynthesizer):
             relative to the node body; a quote found in the header gets no offsets.
         on_invalid_node: ``"skip"`` (default) or ``"raise"`` for nodes without text.
         empty_response: the response text when there is nothing to answer from.
+        return_nodes: ``"cited"`` (default) or ``"all"`` (uncited nodes too, flagged).
         callback_manager: LlamaIndex callback manager.
         **llm_kwargs: settings for the :class:`PleiasLLM` (``max_new_tokens``, ``temperature``,
             ``dialect``, ``device``...), applied to a copy when ``model`` is a ``PleiasLLM``.
@@ -121,11 +147,15 @@ class PleiasSynthesizer(BaseSynthesizer):
         metadata_header: MetadataHeader = False,
         on_invalid_node: OnInvalid = "skip",
         empty_response: str | None = None,
+        return_nodes: ReturnNodes = "cited",
         callback_manager: CallbackManager | None = None,
         **llm_kwargs: Any,
     ) -> None:
         if on_invalid_node not in ("skip", "raise"):
             raise InvalidArgument("on_invalid_node must be 'skip' or 'raise'")
+        if return_nodes not in ("cited", "all"):
+            raise InvalidArgument("return_nodes must be 'cited' or 'all'")
+        self._return_nodes: ReturnNodes = return_nodes
         llm = _as_llm(model, llm_kwargs)
         super().__init__(
             llm=llm,
@@ -168,8 +198,10 @@ class PleiasSynthesizer(BaseSynthesizer):
         """Answer ``query`` from ``nodes``: the cited nodes (annotated copies) as source nodes."""
         with self._synthesis(query, nodes, additional_source_nodes, response_kwargs) as run:
             if run.response is None:
+                event_id = self._llm_start(run)
                 answer = self._pleias_llm.backend.answer(run.query, run.sources, **run.gen)
-                run.finish(answer)
+                self._llm_end(run, answer, event_id)
+                run.finish(answer, self._return_nodes)
         return run.result()
 
     async def asynthesize(
@@ -184,8 +216,10 @@ class PleiasSynthesizer(BaseSynthesizer):
             query, nodes, additional_source_nodes, response_kwargs, asynchronous=True
         ) as run:
             if run.response is None:
+                event_id = self._llm_start(run)
                 answer = await self._pleias_llm.backend.aanswer(run.query, run.sources, **run.gen)
-                run.finish(answer)
+                self._llm_end(run, answer, event_id)
+                run.finish(answer, self._return_nodes)
         return run.result()
 
     @contextmanager
@@ -220,6 +254,30 @@ class PleiasSynthesizer(BaseSynthesizer):
             event.on_end(payload={EventPayload.RESPONSE: run.result()})
         dispatcher.event(SynthesizeEndEvent(query=bundle, response=run.result()))
 
+    def _llm_start(self, run: _Synthesis) -> str:
+        """Open the model call's LLM callback event and instrumentation event."""
+        prompt = _prompt_text(run)
+        model_dict = {"model": self._pleias_llm.metadata.model_name}
+        dispatcher.event(
+            LLMCompletionStartEvent(prompt=prompt, additional_kwargs=run.gen, model_dict=model_dict)
+        )
+        return self._callback_manager.on_event_start(
+            CBEventType.LLM,
+            payload={EventPayload.PROMPT: prompt, EventPayload.ADDITIONAL_KWARGS: run.gen},
+        )
+
+    def _llm_end(self, run: _Synthesis, answer: PleiasAnswer, event_id: str) -> None:
+        """Close the events of :meth:`_llm_start`: the completion, with the token counts in
+        ``raw["usage"]`` (as LlamaIndex's ``TokenCountingHandler`` reads them)."""
+        prompt = _prompt_text(run)
+        completion = CompletionResponse(text=visible_text(answer), raw=raw_of(answer))
+        self._callback_manager.on_event_end(
+            CBEventType.LLM,
+            payload={EventPayload.PROMPT: prompt, EventPayload.COMPLETION: completion},
+            event_id=event_id,
+        )
+        dispatcher.event(LLMCompletionEndEvent(prompt=prompt, response=completion))
+
     def _empty(self, run: _Synthesis, asynchronous: bool) -> RESPONSE_TYPE:
         metadata = _empty_metadata(run.converted)
         if not self._streaming:
@@ -235,12 +293,22 @@ class PleiasSynthesizer(BaseSynthesizer):
     def _stream(
         self, run: _Synthesis, asynchronous: bool
     ) -> StreamingResponse | AsyncStreamingResponse:
-        """A streaming response whose nodes and metadata fill in when the stream ends."""
+        """A streaming response whose source nodes fill in as each citation completes (marker
+        ``[n]`` is ``source_nodes[n-1]`` all along), and whose metadata and final nodes are
+        set when the stream ends."""
         backend = self._pleias_llm.backend
+        seen: list[Citation] = []
+        event_ids: list[str] = []
 
         def step(event: Event, fold: VisibleText) -> str | None:
-            if isinstance(event, Finished):
-                _fill(response, event.answer, run.converted, run.extra)
+            if not event_ids:
+                event_ids.append(self._llm_start(run))
+            if isinstance(event, CitationCompleted):
+                seen.append(event.citation)
+                response.source_nodes[:] = _streamed_nodes(seen, run.converted)
+            elif isinstance(event, Finished):
+                self._llm_end(run, event.answer, event_ids[0])
+                _fill(response, event.answer, run.converted, run.extra, self._return_nodes)
             return text_delta(event, fold)
 
         response: StreamingResponse | AsyncStreamingResponse
@@ -297,9 +365,9 @@ class _Synthesis:
         """The sources to answer from."""
         return self.converted.sources
 
-    def finish(self, answer: PleiasAnswer) -> None:
+    def finish(self, answer: PleiasAnswer, return_nodes: ReturnNodes = "cited") -> None:
         """Make the (non-streaming) response from the model's answer."""
-        self.response = _response(answer, self.converted, self.extra)
+        self.response = _response(answer, self.converted, self.extra, return_nodes)
 
     def result(self) -> RESPONSE_TYPE:
         """The response (made by now)."""
@@ -320,9 +388,22 @@ def _as_llm(
     return PleiasLLM(model, **kwargs)
 
 
-def _response(answer: PleiasAnswer, converted: NodeSources, extra: list[NodeWithScore]) -> Response:
-    nodes, metadata = _response_parts(answer, converted)
-    return Response(visible_text(answer), source_nodes=nodes + extra, metadata=metadata)
+def _prompt_text(run: _Synthesis) -> str:
+    """What the model call is shown as in LLM events: the numbered sources, then the query."""
+    parts = [f"Source {i}:\n{s.text}" for i, s in enumerate(run.sources, 1)]
+    return "\n\n".join([*parts, f"Query: {run.query}"])
+
+
+def _response(
+    answer: PleiasAnswer,
+    converted: NodeSources,
+    extra: list[NodeWithScore],
+    return_nodes: ReturnNodes = "cited",
+) -> Response:
+    nodes, metadata = _response_parts(answer, converted, return_nodes)
+    response = Response(visible_text(answer), source_nodes=nodes + extra, metadata=metadata)
+    response.pleias_answer = answer  # type: ignore[attr-defined]
+    return response
 
 
 def _fill(
@@ -330,12 +411,90 @@ def _fill(
     answer: PleiasAnswer,
     converted: NodeSources,
     extra: list[NodeWithScore],
+    return_nodes: ReturnNodes = "cited",
 ) -> None:
-    nodes, metadata = _response_parts(answer, converted)
+    nodes, metadata = _response_parts(answer, converted, return_nodes)
     response.source_nodes[:] = nodes + extra
     if response.metadata is None:
         response.metadata = {}
     response.metadata.update(metadata)
+    response.pleias_answer = answer  # type: ignore[union-attr]
+
+
+def _node_key(source: Source) -> str | None:
+    return source.ref.node_id if isinstance(source.ref, NodeRef) else None
+
+
+def _by_number(citations: Sequence[Citation]) -> dict[int, list[Citation]]:
+    out: dict[int, list[Citation]] = {}
+    for c in citations:
+        out.setdefault(c.number, []).append(c)
+    return out
+
+
+def _marker_nodes(
+    citations: Sequence[Citation], use_of: Callable[[Source], SourceUse | None]
+) -> tuple[list[NodeWithScore], set[str]]:
+    """One node per marker number, in number order (``[n]`` is the n-th): the node holding
+    the quote of the marker's first citation (for a misattributed quote, where it really
+    is), else the node whose id the marker names (the first given one when several have the
+    same text), a node not placed yet when one of those is; a placeholder for an id that
+    names no given node. Returns the nodes and the node ids so placed."""
+    numbers = _by_number(citations)
+    out: list[NodeWithScore] = []
+    placed: set[str] = set()
+    for n in range(1, max(numbers, default=0) + 1):
+        cites = numbers.get(n, [])
+        first = cites[0] if cites else None
+        named = [] if first is None or first.source is None else [first.source]
+        candidates = [s for s in [*(first.credited[:1] if first else ()), *named] if _node_key(s)]
+        fresh = [s for s in candidates if _node_key(s) not in placed]
+        pick = fresh or candidates
+        source = pick[0] if pick else None
+        use = None if source is None else use_of(source)
+        if source is None or use is None:
+            out.append(unknown_marker_node(n, cites))
+            continue
+        placed.add(str(_node_key(source)))
+        out.append(annotated_copy(use, marker=n))
+    return out, placed
+
+
+def _streamed_nodes(citations: Sequence[Citation], converted: NodeSources) -> list[NodeWithScore]:
+    """The marker nodes of the citations completed so far (annotated with those citations)."""
+
+    def use_of(source: Source) -> SourceUse:
+        cites = tuple(c for c in citations if any(s is source for s in c.credited))
+        score = CITED_SCORE if cites else None
+        return SourceUse(source, cites, False, score, 0)
+
+    return _marker_nodes(citations, use_of)[0]
+
+
+def _returned_nodes(
+    answer: PleiasAnswer, given: Sequence[Source], return_nodes: ReturnNodes
+) -> list[NodeWithScore]:
+    """The response's nodes: one per marker (``[n]`` is ``source_nodes[n-1]``), then the other
+    nodes holding a quote (identical texts, the real source of a misattributed quote), then
+    (``return_nodes="all"``, or when no node is cited at all) every other node given, flagged
+    ``cited: False`` in their annotations."""
+    uses = source_uses(answer, given)
+    by_key = {k: u for u in uses if (k := _node_key(u.source)) is not None}
+
+    def use_of(source: Source) -> SourceUse | None:
+        key = _node_key(source)
+        return None if key is None else by_key.get(key)
+
+    out, placed = _marker_nodes(answer.citations, use_of)
+    for key, use in by_key.items():
+        if use.cited and key not in placed:
+            placed.add(key)
+            out.append(annotated_copy(use))
+    if return_nodes == "all" or not placed:
+        for key, use in by_key.items():
+            if key not in placed:
+                out.append(annotated_copy(use))
+    return out
 
 
 def _ids_to_node_ids(ids: Iterable[str], sources: Sequence[Source]) -> list[str]:
@@ -344,7 +503,7 @@ def _ids_to_node_ids(ids: Iterable[str], sources: Sequence[Source]) -> list[str]
 
 
 def _response_parts(
-    answer: PleiasAnswer, converted: NodeSources
+    answer: PleiasAnswer, converted: NodeSources, return_nodes: ReturnNodes = "cited"
 ) -> tuple[list[NodeWithScore], dict[str, Any]]:
     """The cited nodes (annotated deep copies, in order of first citation) and the response
     metadata of an answer to node sources.
@@ -353,19 +512,19 @@ def _response_parts(
     dropped ones are looked up among all the ``converted`` sources.
     """
     given = converted.sources
+    nodes = _returned_nodes(answer, given, return_nodes)
     uses = source_uses(answer, given)
-    cited = [annotated_copy(u) for u in uses if u.cited and isinstance(u.source.ref, NodeRef)]
+    cited = [u.source for u in uses if u.cited and isinstance(u.source.ref, NodeRef)]
     metadata = answer_kwargs(answer)
     metadata.update(
-        cited_node_ids=[n.node.node_id for n in cited],
+        cited_node_ids=node_ids(cited),
         mentioned_node_ids=_ids_to_node_ids(answer.mentioned_ids, given),
         dropped_node_ids=_ids_to_node_ids(answer.dropped_source_ids, given),
         truncated_node_ids=_ids_to_node_ids(answer.truncated_source_ids, given),
         skipped_node_ids=converted.skipped_node_ids,
         raw=answer.raw,
-        pleias_answer=answer,
     )
-    return cited, metadata
+    return nodes, metadata
 
 
 def _empty_metadata(converted: NodeSources) -> dict[str, Any]:
@@ -388,5 +547,4 @@ def _empty_metadata(converted: NodeSources) -> dict[str, Any]:
         "truncated_node_ids": [],
         "skipped_node_ids": converted.skipped_node_ids,
         "raw": "",
-        "pleias_answer": None,
     }

@@ -21,6 +21,7 @@ from llama_index.core.schema import (
 )
 
 from llama_index_pleias import PLEIAS_METADATA_KEY, PleiasLLM, PleiasSynthesizer
+from llama_index_pleias.synthesizer import pleias_answer
 from pleias_rag import PleiasAnswer
 
 EIFFEL = "The Eiffel Tower is in Paris. It was completed in 1889."
@@ -93,7 +94,8 @@ def test_only_cited_nodes_come_back_as_annotated_copies() -> None:
     assert meta["source_analysis"].endswith("gives the date.")
     assert meta["finish_reason"] == "stop"
     assert "<ref" in meta["raw"]
-    assert isinstance(meta["pleias_answer"], PleiasAnswer)
+    assert "pleias_answer" not in meta  # JSON-ready metadata: the answer is an attribute
+    assert isinstance(pleias_answer(response), PleiasAnswer)
     assert meta["skipped_node_ids"] == [] and meta["dropped_node_ids"] == []
 
 
@@ -170,8 +172,12 @@ def test_unknown_ids_map_to_no_node_and_misattribution_is_flagged() -> None:
     assert unknown["found_in_node_ids"] == [given[0].node_id]
     assert (wrong["status"], wrong["node_ids"]) == ("misattributed", [given[1].node_id])
     assert wrong["found_in_node_ids"] == [given[0].node_id]
-    # The returned node is the one holding the quote, with the quote's offsets in it.
-    (out,) = response.source_nodes
+    # [1] names no node: a placeholder keeps [n] == source_nodes[n-1].
+    placeholder, out = response.source_nodes
+    assert placeholder.node.get_content() == ""
+    info = placeholder.node.metadata[PLEIAS_METADATA_KEY]
+    assert (info["unknown_source"], info["marker"], info["source_id"]) == (True, 1, FAKE_ID)
+    # [2]'s node is the one holding the quote, with the quote's offsets in it.
     assert out.node_id == given[0].node_id
     (c,) = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
     assert c["status"] == "misattributed"

@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from llama_index_pleias import PLEIAS_METADATA_KEY, PleiasLLM, PleiasSynthesizer
+from llama_index_pleias.synthesizer import pleias_answer
 from pleias_rag import Citation, PleiasAnswer
 
 TOWER = "The Eiffel Tower was completed in 1889 for the World's Fair."
@@ -104,7 +105,7 @@ def test_metadata_citations_decode_to_the_same_citation_dicts() -> None:
     synth = PleiasSynthesizer(PleiasLLM(ScriptedBackend(every_status)))
     response = synth.synthesize(query, nodes)
     assert response.metadata is not None
-    answer = response.metadata["pleias_answer"]
+    answer = pleias_answer(response)
     assert isinstance(answer, PleiasAnswer)
     assert {c.status for c in answer.citations} == {
         "verified", "approximate", "misattributed", "unverified", "unknown_source", "from_query",
