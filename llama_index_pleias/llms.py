@@ -19,8 +19,16 @@ from llama_index.core.base.llms.types import (
     TextBlock,
 )
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.instrumentation.events.llm import LLMPredictEndEvent, LLMPredictStartEvent
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
+from llama_index.core.llms.llm import (
+    astream_completion_response_to_tokens,
+    stream_completion_response_to_tokens,
+)
+from llama_index.core.prompts.base import BasePromptTemplate
+from llama_index.core.types import TokenAsyncGen, TokenGen
+from llama_index_instrumentation import get_dispatcher
 
 from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer
 from pleias_rag.backend import Backend, resolve_backend
@@ -38,6 +46,9 @@ from ._convert import (
     gen_kwargs,
     to_sources,
 )
+from ._prompts import AGENT_ERROR, RagPrompt, context_window, is_agent_prompt, rag_prompt
+
+dispatcher = get_dispatcher(__name__)
 
 
 class PleiasLLM(CustomLLM):
@@ -53,7 +64,25 @@ class PleiasLLM(CustomLLM):
 
     A Pleias model is neither a chat model nor a function-calling model: use it as a
     synthesizer (:class:`~llama_index_pleias.PleiasSynthesizer`) or behind a
-    ``QueryEngineTool``, never as an agent's brain.
+    ``QueryEngineTool``, never as an agent's brain: a ReAct prompt raises an error that
+    names the fix (``PleiasQueryEngine(...).as_tool()`` under another LLM).
+
+    As ``Settings.llm``, LlamaIndex's own response synthesizers (``index.as_query_engine()``,
+    ``compact``, ``refine``, ``tree_summarize``, ``simple_summarize``, ``accumulate``...) reach
+    ``predict``/``apredict``/``stream``/``astream`` with their template and its variables:
+    the context (``context_str``, or the refine template's ``context_msg``), split into chunks
+    at blank lines, becomes the sources and ``query_str`` the query, so the answer keeps
+    ``[n]`` markers checked against that context (``[n]`` is the n-th chunk of the prompt).
+    A refine step (a template with ``existing_answer``) answers the query from the new context
+    alone, and that answer replaces the existing one: a Pleias model does not edit a draft.
+    A template without context and query variables is formatted and completed as usual.
+
+    ``metadata`` loads nothing: the context window comes from a local folder's
+    ``config.json``, else from the dialect (given, or known from the model name), else
+    LlamaIndex's default. ``to_dict``/``from_dict`` round-trip a model id or folder; an LLM
+    built on a ``Backend`` object (a remote server...) serializes its settings and the
+    backend's class name, and ``from_dict`` then needs the backend again:
+    ``PleiasLLM.from_dict(data, model=backend)`` (without it, a clear error).
 
     Weights load on first use and are shared between instances of the same model.
 
@@ -91,6 +120,7 @@ class PleiasLLM(CustomLLM):
     stop: list[str] | None = Field(default=None, description="Extra stop strings.")
 
     _backend: Backend | None = PrivateAttr(default=None)
+    _given_backend: bool = PrivateAttr(default=False)
 
     def __init__(self, model: str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any):
         unknown = sorted(set(kwargs) - set(type(self).model_fields))
@@ -109,6 +139,7 @@ class PleiasLLM(CustomLLM):
             resolve_backend(model)  # raises the error that names what to give
         super().__init__(model=name, **kwargs)
         self._backend = backend
+        self._given_backend = backend is not None
 
     @classmethod
     def class_name(cls) -> str:
@@ -126,15 +157,43 @@ class PleiasLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Context window, output budget and model name, as LlamaIndex reads them."""
-        backend = self.backend
+        """Context window, output budget and model name, as LlamaIndex reads them.
+
+        Nothing loads: a given backend tells its window; otherwise a local folder's
+        ``config.json`` (``max_position_embeddings``), the dialect's window
+        (``pleias_rag.CONTEXT_WINDOW``) or LlamaIndex's default.
+        """
+        if self._given_backend and self._backend is not None:
+            window = self._backend.context_window
+        else:
+            window = context_window(self.model, self.dialect)
         return LLMMetadata(
-            context_window=backend.context_window,
+            context_window=window,
             num_output=self.max_new_tokens,
             is_chat_model=False,
             is_function_calling_model=False,
-            model_name=backend.model_name,
+            model_name=self.model,
         )
+
+    def to_dict(self, **kwargs: Any) -> dict[str, Any]:
+        """The settings as a dict; a given backend is named by its class under ``backend``."""
+        data = super().to_dict(**kwargs)
+        if self._given_backend and self._backend is not None:
+            data["backend"] = type(self._backend).__qualname__
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> PleiasLLM:
+        """Rebuild from :meth:`to_dict`; one built on a backend needs ``model=backend``."""
+        data = {**data, **kwargs}
+        data.pop("class_name", None)
+        backend_class = data.pop("backend", None)
+        if backend_class is not None and not isinstance(data.get("model"), Backend):
+            raise InvalidType(
+                f"this PleiasLLM was built on a {backend_class} backend object, which cannot "
+                "be serialized: pass it again, PleiasLLM.from_dict(data, model=backend)"
+            )
+        return cls(**data)
 
     def with_settings(self, **settings: Any) -> PleiasLLM:
         """A copy with other settings (validated), sharing this one's backend when resolved."""
@@ -148,7 +207,9 @@ class PleiasLLM(CustomLLM):
         }
         same_model = all(settings.get(k, current[k]) == current[k] for k in _LOAD_SETTINGS)
         model = self._backend if self._backend is not None and same_model else self.model
-        return type(self)(model, **{**current, **settings})
+        copy = type(self)(model, **{**current, **settings})
+        copy._given_backend = self._given_backend and model is self._backend
+        return copy
 
     def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """This LLM's generation settings, updated with per-call ones."""
@@ -165,12 +226,70 @@ class PleiasLLM(CustomLLM):
         sources = to_sources(kwargs.pop("sources", None))
         to_prompt = self.completion_to_prompt
         query = prompt if formatted or to_prompt is None else to_prompt(prompt)
+        if is_agent_prompt(query):
+            raise InvalidType(AGENT_ERROR)
         return Call(query, sources, self.generation_kwargs(**kwargs))
 
     def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Call:
+        if any(is_agent_prompt(m.content or "") for m in messages if m.role != MessageRole.USER):
+            raise InvalidType(AGENT_ERROR)
         query, sources = chat_inputs(messages)
         sources += to_sources(kwargs.pop("sources", None))
         return Call(query, sources, self.generation_kwargs(**kwargs))
+
+    # -- LlamaIndex prompt templates (response synthesizers) --
+
+    def _rag(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> RagPrompt | None:
+        dispatcher.event(LLMPredictStartEvent(template=prompt, template_args=prompt_args))
+        self._log_template_data(prompt, **prompt_args)
+        return rag_prompt(prompt, prompt_args)
+
+    def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """Answer a LlamaIndex prompt; a RAG template's context becomes the sources."""
+        rag = self._rag(prompt, prompt_args)
+        if rag is None:
+            output = self.complete(self._get_prompt(prompt, **prompt_args), formatted=True).text
+        else:
+            output = self.complete(rag.query, formatted=True, sources=rag.chunks).text
+        parsed = self._parse_output(output)
+        dispatcher.event(LLMPredictEndEvent(output=parsed))
+        return parsed
+
+    async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """:meth:`predict` without blocking the event loop."""
+        rag = self._rag(prompt, prompt_args)
+        if rag is None:
+            formatted = self._get_prompt(prompt, **prompt_args)
+            output = (await self.acomplete(formatted, formatted=True)).text
+        else:
+            output = (await self.acomplete(rag.query, formatted=True, sources=rag.chunks)).text
+        parsed = self._parse_output(output)
+        dispatcher.event(LLMPredictEndEvent(output=parsed))
+        return parsed
+
+    def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenGen:
+        """:meth:`predict`, the answer streamed token by token."""
+        if prompt.output_parser is not None or self.output_parser is not None:
+            raise NotImplementedError("Output parser is not supported for streaming.")
+        rag = self._rag(prompt, prompt_args)
+        if rag is None:
+            formatted = self._get_prompt(prompt, **prompt_args)
+            gen = self.stream_complete(formatted, formatted=True)
+        else:
+            gen = self.stream_complete(rag.query, formatted=True, sources=rag.chunks)
+        return stream_completion_response_to_tokens(gen)
+
+    async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
+        """:meth:`stream` without blocking the event loop."""
+        if prompt.output_parser is not None or self.output_parser is not None:
+            raise NotImplementedError("Output parser is not supported for streaming.")
+        rag = self._rag(prompt, prompt_args)
+        if rag is None:
+            formatted = self._get_prompt(prompt, **prompt_args)
+            gen = await self.astream_complete(formatted, formatted=True)
+        else:
+            gen = await self.astream_complete(rag.query, formatted=True, sources=rag.chunks)
+        return await astream_completion_response_to_tokens(gen)
 
     # -- completion --
 
