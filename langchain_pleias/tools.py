@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
 from typing import Annotated, Any, Literal, TypeGuard
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pleias_rag.answer import PleiasAnswer
 from pleias_rag.backend import Backend
 from pleias_rag.errors import InvalidArgument
+from pleias_rag.numbering import renumber
 from pleias_rag.views.plain import answer_with_sources
 
 from ._convert import documents_to_sources, rebuild_answer
@@ -303,33 +303,9 @@ def _numbered_answer(artifact: Mapping[str, Any]) -> PleiasAnswer:
 
 def _renumbered(answer: PleiasAnswer, offset: int) -> PleiasAnswer:
     """``answer`` with each ``[n]`` marker (and citation number) made ``[n + offset]``."""
-    if offset == 0 or not answer.citations:
+    if offset == 0:
         return answer
-    text = answer.answer
-    spans = sorted({(c.start, c.end, c.number) for c in answer.citations})
-    pieces: list[str] = []
-    moved: dict[tuple[int, int], tuple[int, int]] = {}
-    pos = shift = 0
-    for start, end, number in spans:
-        if start < pos or text[start:end] != f"[{number}]":
-            continue  # overlapping or not a marker: left as it is
-        marker = f"[{number + offset}]"
-        pieces.append(text[pos:start])
-        moved[start, end] = (start + shift, start + shift + len(marker))
-        pieces.append(marker)
-        shift += len(marker) - (end - start)
-        pos = end
-    pieces.append(text[pos:])
-    citations = tuple(
-        replace(
-            c,
-            number=c.number + offset,
-            start=moved.get((c.start, c.end), (c.start, c.end))[0],
-            end=moved.get((c.start, c.end), (c.start, c.end))[1],
-        )
-        for c in answer.citations
-    )
-    return replace(answer, answer="".join(pieces), citations=citations)
+    return renumber(answer, lambda c: c.number + offset)
 
 
 def _highest_number(answer: PleiasAnswer) -> int:

@@ -39,6 +39,7 @@ from llama_index.core.schema import (
 from pleias_rag import Citation, Event, PleiasAnswer, Source
 from pleias_rag.errors import InvalidArgument, InvalidType
 from pleias_rag.fallback import VisibleText
+from pleias_rag.numbering import Numbering
 from pleias_rag.sources import make_source
 from pleias_rag.views.ranking import SourceUse
 
@@ -84,10 +85,49 @@ def gen_kwargs(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
 class Call:
     """What to call a backend with: the query, the sources and the generation kwargs."""
 
-    __slots__ = ("gen", "query", "sources")
+    __slots__ = ("gen", "numbering", "query", "sources")
 
-    def __init__(self, query: str, sources: list[Source], gen: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        query: str,
+        sources: list[Source],
+        gen: dict[str, Any],
+        numbering: Numbering | None = None,
+    ) -> None:
         self.query, self.sources, self.gen = query, sources, gen
+        self.numbering = numbering
+
+    def answer(self, answer: PleiasAnswer) -> PleiasAnswer:
+        """The backend's answer, its markers numbered as the caller asked."""
+        return answer if self.numbering is None else self.numbering.answer(answer)
+
+    def events(self, events: Iterable[Event]) -> Iterable[Event]:
+        """:meth:`answer` for a stream."""
+        return events if self.numbering is None else self.numbering.events(events)
+
+    def aevents(self, events: AsyncIterable[Event]) -> AsyncIterable[Event]:
+        """:meth:`answer` for an async stream."""
+        return events if self.numbering is None else self.numbering.aevents(events)
+
+
+def source_numbering(sources: Sequence[Source], numbers: object) -> Numbering | None:
+    """The :class:`~pleias_rag.numbering.Numbering` of ``source_numbers=`` (the marker
+    number of each source, in order; a source given twice keeps its first number)."""
+    if numbers is None:
+        return None
+    if isinstance(numbers, (str, bytes)) or not isinstance(numbers, Sequence):
+        raise InvalidType("source_numbers must be a list of ints, one per source")
+    if len(numbers) != len(sources) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in numbers
+    ):
+        raise InvalidArgument(
+            f"source_numbers must give one positive int per source: {len(sources)} "
+            f"source(s), got {list(numbers)!r}"
+        )
+    by_id: dict[str, int] = {}
+    for source, number in zip(sources, numbers, strict=True):
+        by_id.setdefault(source.id, number)
+    return Numbering(by_id)
 
 
 # --------------------------------------------------------------------------- nodes

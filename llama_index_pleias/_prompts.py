@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import inspect
 import json
+import logging
 import os
 import re
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.prompts.base import BasePromptTemplate, SelectorPromptTemplate
+from llama_index.core.response_synthesizers.base import BaseSynthesizer
+from llama_index.core.schema import MetadataMode, NodeWithScore
+from llama_index_instrumentation import get_dispatcher
+from llama_index_instrumentation.span_handlers import BaseSpanHandler
 
 from pleias_rag import CONTEXT_WINDOW
 
@@ -29,13 +39,241 @@ AGENT_ERROR = (
 )
 
 
+logger = logging.getLogger("llama_index_pleias")
+
+# A citation engine's chunk header ("Source 3:\n"), kept out of the source text.
+_SOURCE_HEADER = re.compile(r"\ASource \d+:[ \t]*\n")
+_SPACE = re.compile(r"\s+")
+
+
 @dataclass(frozen=True)
 class RagPrompt:
-    """What a LlamaIndex RAG prompt asks: the question, the retrieved chunks, a draft answer."""
+    """What a LlamaIndex RAG prompt asks: the question, the retrieved passages, a draft answer.
+
+    ``numbers[i]`` is the marker number of ``chunks[i]``: the position (from 1) of its node
+    among the nodes the synthesizer was given, which is the response's
+    ``source_nodes[n-1]``; or, with no synthesizer around the call, the passage's position.
+    """
 
     query: str
     chunks: list[str]
+    numbers: list[int]
     existing_answer: str | None
+
+    def sources(self) -> dict[str, Any]:
+        """The ``complete`` keyword arguments that give the passages as numbered sources."""
+        return {"sources": self.chunks, "source_numbers": self.numbers}
+
+
+# --- the nodes of the synthesis running around a call ----------------------------------------
+
+_NODE_TEXTS: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "pleias_synthesis_node_texts", default=None
+)
+_TOKENS: dict[str, contextvars.Token[tuple[str, ...] | None]] = {}  # by open span id
+
+
+class _SynthesisNodes(BaseSpanHandler[Any]):
+    """Keeps the texts of the nodes a LlamaIndex synthesizer is answering from, for the
+    ``PleiasLLM`` calls inside it: LlamaIndex packs them into one context string with no
+    boundaries, and ``[n]`` must be ``source_nodes[n-1]``.
+
+    A streaming synthesis calls the LLM only when its ``response_gen`` is read, after the
+    span: the generator is wrapped to read with the same node texts.
+    """
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "PleiasSynthesisNodes"
+
+    def new_span(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        parent_span_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(instance, BaseSynthesizer):
+            return None
+        nodes = bound_args.arguments.get("nodes")
+        if not isinstance(nodes, list) or not id_.split("-")[0].endswith("synthesize"):
+            return None
+        # the texts as BaseSynthesizer.synthesize gives them to get_response
+        texts = tuple(
+            n.node.get_content(metadata_mode=MetadataMode.LLM)
+            for n in nodes
+            if isinstance(n, NodeWithScore)
+        )
+        _TOKENS[id_] = _NODE_TEXTS.set(texts)
+        return None
+
+    def _end(self, id_: str) -> None:
+        token = _TOKENS.pop(id_, None)
+        if token is not None:
+            # ended in another context: that context's value goes with it
+            with contextlib.suppress(ValueError):
+                _NODE_TEXTS.reset(token)
+
+    def prepare_to_exit_span(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        result: Any | None = None,
+        **kwargs: Any,
+    ) -> None:
+        texts = _NODE_TEXTS.get()
+        self._end(id_)
+        gen = getattr(result, "response_gen", None)
+        if texts is not None and isinstance(gen, Generator):
+            result.response_gen = _reading_with(texts, gen)  # type: ignore[union-attr]
+        elif texts is not None and isinstance(gen, AsyncGenerator):
+            result.response_gen = _areading_with(texts, gen)  # type: ignore[union-attr]
+        return None
+
+    def prepare_to_drop_span(
+        self,
+        id_: str,
+        bound_args: inspect.BoundArguments,
+        instance: Any | None = None,
+        err: BaseException | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._end(id_)
+        return None
+
+
+def _reading_with(texts: tuple[str, ...], gen: Generator[Any, None, None]) -> Iterator[Any]:
+    with contextlib.closing(gen):
+        while True:
+            token = _NODE_TEXTS.set(texts)
+            try:
+                item = next(gen)
+            except StopIteration:
+                return
+            finally:
+                _NODE_TEXTS.reset(token)
+            yield item
+
+
+async def _areading_with(
+    texts: tuple[str, ...], gen: AsyncGenerator[Any, None]
+) -> AsyncIterator[Any]:
+    try:
+        while True:
+            token = _NODE_TEXTS.set(texts)
+            try:
+                item = await gen.__anext__()
+            except StopAsyncIteration:
+                return
+            finally:
+                _NODE_TEXTS.reset(token)
+            yield item
+    finally:
+        await gen.aclose()
+
+
+_HANDLER_LOCK = threading.Lock()
+
+
+def watch_synthesizers() -> None:
+    """Register the span handler that tells ``PleiasLLM`` the nodes of the running
+    synthesis (once per process, on LlamaIndex's root dispatcher)."""
+    root = get_dispatcher()
+    with _HANDLER_LOCK:
+        if not any(isinstance(h, _SynthesisNodes) for h in root.span_handlers):
+            root.add_span_handler(_SynthesisNodes())
+
+
+def _squash(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def numbered_passages(
+    context: str, node_texts: Sequence[str] | None
+) -> tuple[list[str], list[int]]:
+    """The passages of a packed context and the marker number of each.
+
+    With the synthesizer's node texts: each node found whole in the context is one passage
+    numbered by the node's position; what is left (a node cut by LlamaIndex's repacking) is
+    split at blank lines, each piece numbered by the node holding it, and a piece no node
+    holds (a summary of ``tree_summarize``...) gets a number after all the nodes', logged,
+    so it never names one of them. Without node texts: the context split at blank lines,
+    numbered in order.
+    """
+    if not node_texts:
+        pieces = [c.strip() for c in _CHUNK_SPLIT.split(context) if c.strip()]
+        return pieces, list(range(1, len(pieces) + 1))
+    found: list[tuple[int, int, int]] = []  # (start, end, node index)
+    for i, text in enumerate(node_texts):
+        body = text.strip()
+        if not body:
+            continue
+        at = context.find(body)
+        while at >= 0 and any(s < at + len(body) and at < e for s, e, _ in found):
+            at = context.find(body, at + 1)
+        if at >= 0:
+            found.append((at, at + len(body), i))
+    found.sort()
+    squashed = [_squash(t) for t in node_texts]
+    parts: list[tuple[str, int | None]] = []
+    pos = 0
+    for start, end, i in [*found, (len(context), len(context), -1)]:
+        parts += _held_pieces(context[pos:start], squashed)
+        if i >= 0:
+            parts.append((context[start:end], i))
+        pos = max(pos, end)
+    passages, numbers, extra = [], [], len(node_texts)
+    for text, holder in parts:
+        if holder is None:
+            extra += 1
+        passages.append(_SOURCE_HEADER.sub("", text, count=1).strip() or text.strip())
+        numbers.append(extra if holder is None else holder + 1)
+    if extra > len(node_texts):
+        logger.warning(
+            "PleiasLLM: %d passage(s) of the prompt are the text of no node given to the "
+            "synthesizer (summaries of tree_summarize...): their markers come after every "
+            "source node's ([%d] and up), naming no node. PleiasSynthesizer, or "
+            "response_mode='compact', gives markers that all name source nodes.",
+            extra - len(node_texts),
+            len(node_texts) + 1,
+        )
+    return passages, numbers
+
+
+def _held_pieces(region: str, squashed: Sequence[str]) -> list[tuple[str, int | None]]:
+    """The pieces of a context region no node fills whole, each with the node holding it:
+    paragraphs, else runs of lines held by one node (a truncated or cut node); None for
+    text no node holds."""
+    out: list[tuple[str, int | None]] = []
+    for paragraph in _CHUNK_SPLIT.split(region):
+        if not paragraph.strip():
+            continue
+        holder = _holder(paragraph, squashed)
+        if holder is not None:
+            out.append((paragraph.strip(), holder))
+            continue
+        run: list[str] = []
+        run_holder: int | None = None
+        for line in paragraph.strip().split("\n"):
+            if not line.strip():
+                continue
+            h = _holder(line, squashed)
+            if run and h != run_holder:
+                out.append(("\n".join(run).strip(), run_holder))
+                run = []
+            run.append(line)
+            run_holder = h
+        if run:
+            out.append(("\n".join(run).strip(), run_holder))
+    return out
+
+
+def _holder(text: str, squashed: Sequence[str]) -> int | None:
+    key = _squash(text)
+    return next((j for j, t in enumerate(squashed) if key in t), None)
 
 
 def template_vars(prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> dict[str, Any]:
@@ -58,9 +296,9 @@ def rag_prompt(prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> RagPr
         return None
     # simple_summarize gives a list of (truncated) texts
     texts = [str(t) for t in context] if isinstance(context, (list, tuple)) else [str(context)]
-    chunks = [c.strip() for t in texts for c in _CHUNK_SPLIT.split(t) if c.strip()]
+    chunks, numbers = numbered_passages("\n\n".join(texts), _NODE_TEXTS.get())
     existing = variables.get("existing_answer")
-    return RagPrompt(str(query), chunks, None if existing is None else str(existing))
+    return RagPrompt(str(query), chunks, numbers, None if existing is None else str(existing))
 
 
 def is_agent_prompt(text: str) -> bool:

@@ -44,9 +44,17 @@ from ._convert import (
     chunks,
     citation_blocks,
     gen_kwargs,
+    source_numbering,
     to_sources,
 )
-from ._prompts import AGENT_ERROR, RagPrompt, context_window, is_agent_prompt, rag_prompt
+from ._prompts import (
+    AGENT_ERROR,
+    RagPrompt,
+    context_window,
+    is_agent_prompt,
+    rag_prompt,
+    watch_synthesizers,
+)
 
 dispatcher = get_dispatcher(__name__)
 
@@ -70,9 +78,11 @@ class PleiasLLM(CustomLLM):
     As ``Settings.llm``, LlamaIndex's own response synthesizers (``index.as_query_engine()``,
     ``compact``, ``refine``, ``tree_summarize``, ``simple_summarize``, ``accumulate``...) reach
     ``predict``/``apredict``/``stream``/``astream`` with their template and its variables:
-    the context (``context_str``, or the refine template's ``context_msg``), split into chunks
-    at blank lines, becomes the sources and ``query_str`` the query, so the answer keeps
-    ``[n]`` markers checked against that context (``[n]`` is the n-th chunk of the prompt).
+    the context (``context_str``, or the refine template's ``context_msg``), one source per
+    node, becomes the sources and ``query_str`` the query, so the answer keeps
+    ``[n]`` markers checked against that context: ``[n]`` is the response's
+    ``source_nodes[n-1]`` (the nodes are told by the synthesizer's instrumentation span; a
+    call outside a synthesizer numbers the context's passages in order).
     A refine step (a template with ``existing_answer``) answers the query from the new context
     alone, and that answer replaces the existing one: a Pleias model does not edit a draft.
     A template without context and query variables is formatted and completed as usual.
@@ -138,6 +148,7 @@ class PleiasLLM(CustomLLM):
         else:
             resolve_backend(model)  # raises the error that names what to give
         super().__init__(model=name, **kwargs)
+        watch_synthesizers()
         self._backend = backend
         self._given_backend = backend is not None
 
@@ -224,11 +235,12 @@ class PleiasLLM(CustomLLM):
 
     def _prepare(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> Call:
         sources = to_sources(kwargs.pop("sources", None))
+        numbering = source_numbering(sources, kwargs.pop("source_numbers", None))
         to_prompt = self.completion_to_prompt
         query = prompt if formatted or to_prompt is None else to_prompt(prompt)
         if is_agent_prompt(query):
             raise InvalidType(AGENT_ERROR)
-        return Call(query, sources, self.generation_kwargs(**kwargs))
+        return Call(query, sources, self.generation_kwargs(**kwargs), numbering)
 
     def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Call:
         if any(is_agent_prompt(m.content or "") for m in messages if m.role != MessageRole.USER):
@@ -250,7 +262,7 @@ class PleiasLLM(CustomLLM):
         if rag is None:
             output = self.complete(self._get_prompt(prompt, **prompt_args), formatted=True).text
         else:
-            output = self.complete(rag.query, formatted=True, sources=rag.chunks).text
+            output = self.complete(rag.query, formatted=True, **rag.sources()).text
         parsed = self._parse_output(output)
         dispatcher.event(LLMPredictEndEvent(output=parsed))
         return parsed
@@ -262,7 +274,7 @@ class PleiasLLM(CustomLLM):
             formatted = self._get_prompt(prompt, **prompt_args)
             output = (await self.acomplete(formatted, formatted=True)).text
         else:
-            output = (await self.acomplete(rag.query, formatted=True, sources=rag.chunks)).text
+            output = (await self.acomplete(rag.query, formatted=True, **rag.sources())).text
         parsed = self._parse_output(output)
         dispatcher.event(LLMPredictEndEvent(output=parsed))
         return parsed
@@ -276,7 +288,7 @@ class PleiasLLM(CustomLLM):
             formatted = self._get_prompt(prompt, **prompt_args)
             gen = self.stream_complete(formatted, formatted=True)
         else:
-            gen = self.stream_complete(rag.query, formatted=True, sources=rag.chunks)
+            gen = self.stream_complete(rag.query, formatted=True, **rag.sources())
         return stream_completion_response_to_tokens(gen)
 
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> TokenAsyncGen:
@@ -288,16 +300,20 @@ class PleiasLLM(CustomLLM):
             formatted = self._get_prompt(prompt, **prompt_args)
             gen = await self.astream_complete(formatted, formatted=True)
         else:
-            gen = await self.astream_complete(rag.query, formatted=True, sources=rag.chunks)
+            gen = await self.astream_complete(rag.query, formatted=True, **rag.sources())
         return await astream_completion_response_to_tokens(gen)
 
     # -- completion --
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        """Answer ``prompt`` (sources from ``sources=``); citations in ``additional_kwargs``."""
+        """Answer ``prompt`` (sources from ``sources=``); citations in ``additional_kwargs``.
+
+        ``source_numbers=[...]`` (one positive int per source) numbers the markers: ``[k]``
+        for the source given number k, instead of the order of first citation.
+        """
         call = self._prepare(prompt, formatted, kwargs)
-        return _completion(self.backend.answer(call.query, call.sources, **call.gen))
+        return _completion(call.answer(self.backend.answer(call.query, call.sources, **call.gen)))
 
     @llm_completion_callback()
     async def acomplete(
@@ -305,7 +321,8 @@ class PleiasLLM(CustomLLM):
     ) -> CompletionResponse:
         """:meth:`complete` without blocking the event loop."""
         call = self._prepare(prompt, formatted, kwargs)
-        return _completion(await self.backend.aanswer(call.query, call.sources, **call.gen))
+        answer = await self.backend.aanswer(call.query, call.sources, **call.gen)
+        return _completion(call.answer(answer))
 
     @llm_completion_callback()
     def stream_complete(
@@ -313,7 +330,8 @@ class PleiasLLM(CustomLLM):
     ) -> CompletionResponseGen:
         """:meth:`complete`, the answer streamed; the last chunk carries the citations."""
         call = self._prepare(prompt, formatted, kwargs)
-        return chunks(self.backend.stream(call.query, call.sources, **call.gen), _completion_chunk)
+        events = call.events(self.backend.stream(call.query, call.sources, **call.gen))
+        return chunks(events, _completion_chunk)
 
     @llm_completion_callback()
     async def astream_complete(
@@ -321,9 +339,8 @@ class PleiasLLM(CustomLLM):
     ) -> CompletionResponseAsyncGen:
         """:meth:`stream_complete` without blocking the event loop."""
         call = self._prepare(prompt, formatted, kwargs)
-        return achunks(
-            self.backend.astream(call.query, call.sources, **call.gen), _completion_chunk
-        )
+        events = call.aevents(self.backend.astream(call.query, call.sources, **call.gen))
+        return achunks(events, _completion_chunk)
 
     # -- chat --
 
