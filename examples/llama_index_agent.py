@@ -45,7 +45,11 @@ async def main() -> None:
     example = training_example("cited")  # the Eiffel Tower question and two short texts
 
     documents = [
-        Document(text=text, metadata={"title": title, "url": f"https://example.org/{i}"})
+        Document(
+            text=text,
+            metadata={"title": title, "url": f"https://example.org/{i}"},
+            excluded_llm_metadata_keys=["title", "url"],  # for the reader, not the model
+        )
         for i, (text, title) in enumerate(
             zip(example.sources, ["Eiffel Tower", "Louvre"], strict=True)
         )

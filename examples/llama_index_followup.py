@@ -52,7 +52,11 @@ def main() -> None:
     example = training_example("cited")  # the Eiffel Tower question and two short texts
 
     documents = [
-        Document(text=text, metadata={"title": title})
+        Document(
+            text=text,
+            metadata={"title": title},
+            excluded_llm_metadata_keys=["title"],  # for the reader, not the model
+        )
         for text, title in zip(example.sources, ["Eiffel Tower", "Louvre"], strict=True)
     ]
     index = VectorStoreIndex.from_documents(documents, embed_model=llama_index_embedding())

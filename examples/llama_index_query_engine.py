@@ -17,8 +17,14 @@ def main() -> None:
     model = model_from_args(__doc__)
     example = training_example("two_citations")  # a question and three short texts
 
+    # The model reads each node as LlamaIndex's LLMs do (MetadataMode.LLM): the title is for
+    # display here, so it is kept out of the model's text.
     documents = [
-        Document(text=text, metadata={"title": f"document {i}"})
+        Document(
+            text=text,
+            metadata={"title": f"document {i}"},
+            excluded_llm_metadata_keys=["title"],
+        )
         for i, text in enumerate(example.sources, 1)
     ]
     index = VectorStoreIndex.from_documents(documents, embed_model=llama_index_embedding())

@@ -21,8 +21,9 @@ def main() -> None:
     )
     retrieved = index.as_retriever(similarity_top_k=3).retrieve(example.query)
 
-    # Cited nodes first (score 1.0), then those the analysis mentions (0.5), then the rest
-    # (0.0). keep="mentioned" (the default) drops the rest; "cited" keeps cited nodes only.
+    # The model stops after its source analysis: nodes score by order of mention (the first
+    # 1.0, later ones above 0.5), unused ones 0.0. keep="mentioned" (the default) drops those;
+    # keep="cited" writes the answer too and keeps cited nodes only (1.0 cited, 0.5 mentioned).
     # As a node postprocessor it also fits any query engine: node_postprocessors=[reranker].
     reranker = PleiasReranker(model, keep="all", max_new_tokens=512)
     print("Q:", example.query)

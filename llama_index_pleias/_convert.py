@@ -180,19 +180,32 @@ def node_body(node: BaseNode) -> str | None:
     return text
 
 
-def _header(node: BaseNode, header: MetadataHeader) -> str:
+def _framed(node: BaseNode, body: str, header: MetadataHeader) -> tuple[str, int]:
+    """The source text of a node and where its body starts in it.
+
+    ``True``: ``node.get_content(MetadataMode.LLM)``, the text LlamaIndex's own synthesizers
+    send (its ``text_template`` and ``excluded_llm_metadata_keys`` honoured); the body is
+    looked up in it (a template that rewrites the body falls back to header + body).
+    ``False``: the body alone. A list of keys or a callable: that header, a blank line, the
+    body.
+    """
     if header is False:
-        return ""
+        return body, 0
     if header is True:
-        text = node.get_metadata_str(mode=MetadataMode.LLM)
+        text = node.get_content(metadata_mode=MetadataMode.LLM)
+        at = text.find(body) if isinstance(text, str) else -1
+        if at >= 0:
+            return text, at
+        head = node.get_metadata_str(mode=MetadataMode.LLM)
     elif callable(header):
-        text = header(node)
+        head = header(node)
     elif isinstance(header, str):
         raise InvalidType("metadata_header takes a list of keys, not a single string")
     else:
-        text = "\n".join(f"{k}: {node.metadata[k]}" for k in header if k in node.metadata)
-    text = text.strip()
-    return text + "\n\n" if text else ""
+        head = "\n".join(f"{k}: {node.metadata[k]}" for k in header if k in node.metadata)
+    head = head.strip()
+    head = head + "\n\n" if head else ""
+    return head + body, len(head)
 
 
 def _as_node_with_score(item: object, i: int) -> NodeWithScore:
@@ -206,15 +219,16 @@ def _as_node_with_score(item: object, i: int) -> NodeWithScore:
 def nodes_to_sources(
     nodes: Iterable[NodeWithScore | BaseNode],
     *,
-    metadata_header: MetadataHeader = False,
+    metadata_header: MetadataHeader = True,
     on_invalid: OnInvalid = "skip",
 ) -> NodeSources:
     """Turn nodes into sources, in order.
 
-    The source text is the node body, after an optional metadata header (``True``: the node's
-    ``MetadataMode.LLM`` metadata string; a list of keys; or a callable). A node seen twice
-    (same node id) is sent once. A node without text (empty, or an image without caption) is
-    skipped with a warning, or raises ``ValueError`` when ``on_invalid="raise"``.
+    The source text is the node's text as LlamaIndex gives it to an LLM (``True``: its
+    ``MetadataMode.LLM`` content), the body alone (``False``), or the body after a header of
+    some metadata keys or a callable's; ``NodeRef.offset`` says where the body starts. A node
+    seen twice (same node id) is sent once. A node without text (empty, or an image without
+    caption) is skipped with a warning, or raises ``ValueError`` when ``on_invalid="raise"``.
     """
     out = NodeSources()
     seen: set[str] = set()
@@ -233,9 +247,9 @@ def nodes_to_sources(
             out.skipped.append((nws, reason))
             continue
         seen.add(node.node_id)
-        head = _header(node, metadata_header)
+        text, offset = _framed(node, body, metadata_header)
         metadata = {k: v for k, v in node.metadata.items() if k != PLEIAS_METADATA_KEY}
-        out.sources.append(Source(head + body, metadata=metadata, ref=NodeRef(nws, len(head))))
+        out.sources.append(Source(text, metadata=metadata, ref=NodeRef(nws, offset)))
     return out
 
 
@@ -376,9 +390,13 @@ def text_delta(event: Event, fold: VisibleText) -> str | None:
 
 
 def node_span(source: Source, start: int | None, end: int | None) -> tuple[int | None, int | None]:
-    """Offsets in the source text → offsets in the node body (None when in the header)."""
-    offset = source.ref.offset if isinstance(source.ref, NodeRef) else 0
-    if start is None or end is None or start < offset:
+    """Offsets in the source text → offsets in the node body (None when outside it: in the
+    metadata header, or in what the node's text template puts after the body)."""
+    if not isinstance(source.ref, NodeRef):
+        return start, end
+    offset = source.ref.offset
+    body = node_body(source.ref.node.node) or ""
+    if start is None or end is None or start < offset or end - offset > len(body):
         return None, None
     return start - offset, end - offset
 

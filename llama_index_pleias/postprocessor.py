@@ -43,26 +43,27 @@ class PleiasReranker(BaseNodePostprocessor):
     """Rerank nodes by the model's own analysis of them: cited first, then mentioned, then the
     rest; filter out what it did not use.
 
-    The model answers the query from the nodes; each node then gets the relevance score of
-    :mod:`pleias_rag.views.ranking` (1.0 cited, 0.5 mentioned in the source analysis, 0.0
-    unused) and the nodes are ordered by the model's ranking (cited in order of first citation,
-    mentioned in order of mention, the rest in input order). Nodes the model never saw (the
-    context window could not hold them) are kept by every ``keep`` setting, after the
-    mentioned ones, with score None and ``metadata["pleias_citations"]["seen"]`` False: their
-    relevance is unknown, not zero. Returned nodes are deep copies
-    (same ids) whose score is the relevance and whose ``metadata["pleias_citations"]`` holds
-    the citations, the rank and the original ``retrieval_score``.
+    The model analyses the nodes for the query; each node then gets a relevance score (see
+    ``analysis_only`` below) and the nodes are ordered by the model's ranking (cited in order
+    of first citation, mentioned in order of mention, the rest in input order). Nodes the
+    model never saw (the context window could not hold them) are kept by every ``keep``
+    setting, after the mentioned ones, with score None and
+    ``metadata["pleias_citations"]["seen"]`` False: their relevance is unknown, not zero.
+    Returned nodes are deep copies (same ids) whose score is the relevance and whose
+    ``metadata["pleias_citations"]`` holds the citations, the rank and the original
+    ``retrieval_score``.
 
     Nodes without text are dropped (they can not be judged). A cited-only filter on a
     truncated output keeps what was cited before the cut.
 
-    With ``analysis_only=True`` generation stops at the end of the source analysis (a stop
-    string at ``<|answer_start|>``, the same token in the hash and the numbered dialect): no
-    answer is written, so the call is much shorter, and the ranking rests on the analysis
-    alone. The scores are then finer, by order of mention: of ``m`` mentioned nodes the
-    ``i``-th (from 0) scores ``1 - 0.5 * i / m``, within (0.5, 1], the first 1.0; unused
-    nodes score 0.0 and unseen ones None, as above (``keep="cited"`` keeps only the unseen
-    ones, since nothing is cited).
+    By default (``analysis_only`` True unless ``keep="cited"``) generation stops at the end
+    of the source analysis (a stop string at ``<|answer_start|>``, the same token in the hash
+    and the numbered dialect): no answer is written, so the call is much shorter, and the
+    ranking rests on the analysis alone. The scores are then finer, by order of mention: of
+    ``m`` mentioned nodes the ``i``-th (from 0) scores ``1 - 0.5 * i / m``, within (0.5, 1],
+    the first 1.0; unused nodes score 0.0 and unseen ones None, as above. With
+    ``analysis_only=False`` (the default for ``keep="cited"``) the model writes its answer
+    too and nodes score by use: 1.0 cited, 0.5 mentioned, 0.0 unused.
 
     Each call emits LlamaIndex's ``CBEventType.RERANKING`` callback event (payload: the
     nodes in, the model, the query and ``top_n``; the nodes out at its end) and the
@@ -77,7 +78,7 @@ class PleiasReranker(BaseNodePostprocessor):
         max_new_tokens: output limit of the ranking call (the source analysis comes first in
             the output, so a short budget still ranks).
         analysis_only: stop generating at the end of the source analysis and score by order
-            of mention (see above).
+            of mention (see above); default True, False for ``keep="cited"``.
 
     Examples:
         >>> from llama_index.core.schema import NodeWithScore, TextNode
@@ -95,8 +96,10 @@ class PleiasReranker(BaseNodePostprocessor):
     keep: Keep = Field(default="mentioned", description="Which nodes to keep.")
     top_n: int | None = Field(default=None, ge=1, description="Keep at most this many nodes.")
     max_new_tokens: int | None = Field(default=None, ge=1, description="Output limit.")
-    analysis_only: bool = Field(
-        default=False, description="Stop at the end of the source analysis; rank by mentions."
+    analysis_only: bool | None = Field(
+        default=None,
+        description="Stop at the end of the source analysis; rank by mentions (default: "
+        "yes, except with keep='cited', which needs the answer's citations).",
     )
 
     _llm: PleiasLLM = PrivateAttr()
@@ -112,6 +115,13 @@ class PleiasReranker(BaseNodePostprocessor):
         llm = model if isinstance(model, PleiasLLM) else PleiasLLM(model)
         kwargs["model"] = llm.model
         super().__init__(**kwargs)
+        if self.analysis_only is None:
+            self.analysis_only = self.keep != "cited"
+        elif self.analysis_only and self.keep == "cited":
+            raise InvalidArgument(
+                "keep='cited' needs the answer's citations, which analysis_only=True does not "
+                "generate: use keep='mentioned', or analysis_only=False"
+            )
         self._llm = llm
 
     @classmethod

@@ -235,6 +235,7 @@ class PleiasQueryEngineTool(QueryEngineTool):
         ...             text="The Eiffel Tower is a wrought-iron lattice tower in Paris. "
         ...             "It was completed in 1889 for the World's Fair.",
         ...             metadata={"title": "Eiffel Tower"},
+        ...             excluded_llm_metadata_keys=["title"],  # shown, not sent
         ...         ),
         ...         Document(
         ...             text="The Louvre is the most visited museum in the world. "

@@ -112,9 +112,11 @@ class PleiasSynthesizer(BaseSynthesizer):
         model: a :class:`PleiasLLM`, a model id or folder, or a pleias_rag backend (also
             accepted as ``llm=``, LlamaIndex's usual spelling).
         streaming: stream the answer text.
-        metadata_header: put node metadata before the body in the source text: ``True`` (the
-            node's LLM metadata string), a list of metadata keys, or a callable. Offsets stay
-            relative to the node body; a quote found in the header gets no offsets.
+        metadata_header: the source text of a node: ``True`` (default) its
+            ``get_content(MetadataMode.LLM)``, as LlamaIndex's own synthesizers send it
+            (``text_template`` and ``excluded_llm_metadata_keys`` honoured); ``False`` the body
+            alone; a list of metadata keys or a callable: that header before the body. Offsets
+            stay relative to the node body; a quote outside it gets no offsets.
         on_invalid_node: ``"skip"`` (default) or ``"raise"`` for nodes without text.
         empty_response: the response text when there is nothing to answer from.
         return_nodes: ``"cited"`` (default) or ``"all"`` (uncited nodes too, flagged).
@@ -144,7 +146,7 @@ class PleiasSynthesizer(BaseSynthesizer):
         model: PleiasLLM | str | os.PathLike[str] | Backend = DEFAULT_MODEL,
         *,
         streaming: bool = False,
-        metadata_header: MetadataHeader = False,
+        metadata_header: MetadataHeader = True,
         on_invalid_node: OnInvalid = "skip",
         empty_response: str | None = None,
         return_nodes: ReturnNodes = "cited",

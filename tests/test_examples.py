@@ -76,7 +76,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "llama_index_reranker.py": [
         f"score 1.0 (retrieval 0.56) {MOON[:50]!r}",
-        f"score 1.0 (retrieval 0.43) {LOUVRE[:50]!r}",
+        f"score 0.8 (retrieval 0.43) {LOUVRE[:50]!r}",
         f"score 0.0 (retrieval 0.03) {TEA[:50]!r}",
     ],
     "llama_index_grounding.py": [

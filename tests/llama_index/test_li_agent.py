@@ -120,7 +120,12 @@ async def test_as_tool_gives_the_agent_the_sources_and_keeps_the_response(
     ex = hash_examples["cited"]
     meta = [{"title": "Eiffel Tower", "url": "https://example.org/eiffel"}, {"title": "Louvre"}]
     nodes = [
-        NodeWithScore(node=TextNode(text=t, id_=f"node-{i}", metadata=meta[i]), score=1.0)
+        NodeWithScore(
+            node=TextNode(
+                text=t, id_=f"node-{i}", metadata=meta[i], excluded_llm_metadata_keys=list(meta[i])
+            ),
+            score=1.0,
+        )
         for i, t in enumerate(ex.sources)
     ]
     engine = PleiasQueryEngine.from_retriever(FixedRetriever(nodes), model=hash_llm)

@@ -99,10 +99,39 @@ def test_only_cited_nodes_come_back_as_annotated_copies() -> None:
     assert meta["skipped_node_ids"] == [] and meta["dropped_node_ids"] == []
 
 
-def test_sources_are_node_bodies_in_order() -> None:
+def test_sources_are_the_nodes_llm_text_in_order() -> None:
     synthesizer, backend = synth()
     synthesizer.synthesize("q", nodes())
+    assert [s.text for s in backend.calls[-1][2]] == [
+        "title: Eiffel\n\n" + EIFFEL,
+        "title: Louvre\n\n" + LOUVRE,
+        TEA,
+    ]
+    body_only, backend = synth(metadata_header=False)
+    body_only.synthesize("q", nodes())
     assert [s.text for s in backend.calls[-1][2]] == [EIFFEL, LOUVRE, TEA]
+
+
+def _cite_1889(query: str, sources: Any) -> str:
+    return hash_output("Analysis.", "Done" + ref(sources[0], "It was completed in 1889.") + ".")
+
+
+def test_the_nodes_text_template_and_excluded_keys_are_honoured() -> None:
+    synthesizer, backend = synth(_cite_1889)
+    node = TextNode(
+        text=EIFFEL,
+        metadata={"title": "Eiffel", "secret": "x"},
+        excluded_llm_metadata_keys=["secret"],
+        text_template="{content}\n(from {metadata_str})",
+    )
+    response = synthesizer.synthesize("q", [NodeWithScore(node=node, score=1.0)])
+    [source] = backend.calls[-1][2]
+    assert source.text == node.get_content(metadata_mode=MetadataMode.LLM)
+    assert source.text == EIFFEL + "\n(from title: Eiffel)"
+    [out] = response.source_nodes
+    [c] = out.node.metadata[PLEIAS_METADATA_KEY]["citations"]
+    assert c["status"] == "verified"
+    assert EIFFEL[c["node_start"] : c["node_end"]] == c["quote"]  # the body's offsets
 
 
 @pytest.mark.parametrize(
@@ -195,7 +224,7 @@ def test_nodes_without_text_are_skipped_or_refused() -> None:
     captioned = NodeWithScore(node=ImageNode(text=TEA, image_url="https://example.org/c.png"))
     good = nodes()[:2]
     response = synthesizer.synthesize("q", [empty, *good, image, image_doc, captioned])
-    assert [s.text for s in backend.calls[-1][2]] == [EIFFEL, LOUVRE, TEA]
+    assert [s.text for s in backend.calls[-1][2]][2:] == [TEA]
     skipped = [empty.node_id, image.node_id, image_doc.node_id]
     assert response.metadata["skipped_node_ids"] == skipped  # type: ignore[index]
     assert len(response.source_nodes) == 2
