@@ -155,3 +155,24 @@ def test_a_node_cut_by_repacking_keeps_its_number() -> None:
     # simple_summarize: nodes cut to fit and joined by one newline
     passages, numbers = numbered_passages("file: a\nAlpha one.\nBeta.", nodes)
     assert numbers == [1, 2] and passages == ["file: a\nAlpha one.", "Beta."]
+
+
+@pytest.mark.parametrize("mode", ["context", "condense_plus_context", "condense_question"])
+def test_chat_engine_markers_name_their_nodes(mode: str, word_embedding: Any) -> None:
+    llm, backend = llm_over()
+    index = VectorStoreIndex([n.node for n in doc_nodes()], embed_model=word_embedding)
+    engine = index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
+    response = engine.chat(QUESTION)
+    assert backend.calls and all(query == QUESTION for _, query, _, _ in backend.calls)
+    assert_markers_name_their_nodes(response)
+    again = engine.chat(QUESTION)  # a second turn, with history
+    assert_markers_name_their_nodes(again)
+
+
+def test_simple_chat_engine_keeps_a_plain_chat() -> None:
+    llm, backend = llm_over()
+    from llama_index.core.chat_engine import SimpleChatEngine
+
+    response = SimpleChatEngine.from_defaults(llm=llm).chat(QUESTION)
+    assert str(response) == "I do not know."  # no sources: nothing to cite
+    assert [len(sources) for _, _, sources, _ in backend.calls] == [0]
