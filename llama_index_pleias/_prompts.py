@@ -22,6 +22,7 @@ from llama_index_instrumentation import get_dispatcher
 from llama_index_instrumentation.span_handlers import BaseSpanHandler
 
 from pleias_rag import CONTEXT_WINDOW
+from pleias_rag.errors import InvalidType
 
 #: Template variables that hold the retrieved text (``context_msg`` is the refine template's).
 CONTEXT_VARS = ("context_str", "context_msg")
@@ -44,6 +45,18 @@ logger = logging.getLogger("llama_index_pleias")
 # A citation engine's chunk header ("Source 3:\n"), kept out of the source text.
 _SOURCE_HEADER = re.compile(r"\ASource \d+:[ \t]*\n")
 _SPACE = re.compile(r"\s+")
+
+
+CONDENSE_ERROR = (
+    "a Pleias RAG model cannot rewrite a follow-up message into a standalone question (this "
+    "prompt has {chat_history} and {question}: a chat engine's condense step); its answer "
+    "would be searched and answered as the question. Give the rewrite to another LLM: "
+    "llama_index_pleias.condense_chat_engine(PleiasQueryEngine(...), condense_llm=<LLM>), "
+    "CondensePlusContextChatEngine.from_defaults(retriever, llm=pleias_llm, skip_condense=True), "
+    "or chat_mode='context' (no rewrite)"
+)
+#: The variables of LlamaIndex's condense prompts (condense_question, condense_plus_context).
+CONDENSE_VARS = ("chat_history", "question")
 
 
 @dataclass(frozen=True)
@@ -285,11 +298,13 @@ def template_vars(prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> di
 
 def rag_prompt(prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> RagPrompt | None:
     """The question and context of a RAG prompt; None when ``prompt`` has no context variable.
+    A chat engine's condense prompt raises :class:`~pleias_rag.errors.InvalidType`.
 
-    The context is split into chunks at blank lines, the separator LlamaIndex puts between
-    the texts it packs into one prompt.
+    The context is cut into passages, each numbered as its node, by :func:`numbered_passages`.
     """
     variables = template_vars(prompt, prompt_args)
+    if all(v in variables for v in CONDENSE_VARS):
+        raise InvalidType(CONDENSE_ERROR)
     context = next((variables[v] for v in CONTEXT_VARS if v in variables), None)
     query = next((variables[v] for v in QUERY_VARS if v in variables), None)
     if context is None or query is None:
@@ -299,6 +314,12 @@ def rag_prompt(prompt: BasePromptTemplate, prompt_args: dict[str, Any]) -> RagPr
     chunks, numbers = numbered_passages("\n\n".join(texts), _NODE_TEXTS.get())
     existing = variables.get("existing_answer")
     return RagPrompt(str(query), chunks, numbers, None if existing is None else str(existing))
+
+
+def is_condense_prompt(text: str) -> bool:
+    """Whether ``text`` is a chat engine's formatted condense prompt (LlamaIndex's own)."""
+    lowered = text.lower()
+    return "standalone question" in lowered and "chat history" in lowered
 
 
 def is_agent_prompt(text: str) -> bool:

@@ -49,9 +49,11 @@ from ._convert import (
 )
 from ._prompts import (
     AGENT_ERROR,
+    CONDENSE_ERROR,
     RagPrompt,
     context_window,
     is_agent_prompt,
+    is_condense_prompt,
     rag_prompt,
     watch_synthesizers,
 )
@@ -240,6 +242,8 @@ class PleiasLLM(CustomLLM):
         query = prompt if formatted or to_prompt is None else to_prompt(prompt)
         if is_agent_prompt(query):
             raise InvalidType(AGENT_ERROR)
+        if not sources and is_condense_prompt(query):
+            raise InvalidType(CONDENSE_ERROR)
         return Call(query, sources, self.generation_kwargs(**kwargs), numbering)
 
     def _prepare_chat(self, messages: Sequence[ChatMessage], kwargs: dict[str, Any]) -> Call:

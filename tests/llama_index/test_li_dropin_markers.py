@@ -13,6 +13,7 @@ import pytest
 from li_support import ScriptedBackend, hash_output, ref
 from llama_index.core import PromptTemplate, VectorStoreIndex
 from llama_index.core.base.response.schema import Response
+from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.query_engine import CitationQueryEngine
 from llama_index.core.response_synthesizers import get_response_synthesizer
 from llama_index.core.schema import NodeWithScore, TextNode
@@ -20,6 +21,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index_pleias import PleiasLLM
 from llama_index_pleias._prompts import numbered_passages
 from pleias_rag import Source
+from pleias_rag.errors import InvalidType
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecationWarning"),
@@ -162,11 +164,27 @@ def test_chat_engine_markers_name_their_nodes(mode: str, word_embedding: Any) ->
     llm, backend = llm_over()
     index = VectorStoreIndex([n.node for n in doc_nodes()], embed_model=word_embedding)
     engine = index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
-    response = engine.chat(QUESTION)
+    response = engine.chat(QUESTION)  # the first turn has nothing to condense
     assert backend.calls and all(query == QUESTION for _, query, _, _ in backend.calls)
     assert_markers_name_their_nodes(response)
-    again = engine.chat(QUESTION)  # a second turn, with history
-    assert_markers_name_their_nodes(again)
+    if mode == "context":
+        assert_markers_name_their_nodes(engine.chat(QUESTION))  # a second turn, with history
+        return
+    # A follow-up would be rewritten by the Pleias model itself, and its answer searched.
+    calls = len(backend.calls)
+    with pytest.raises(InvalidType, match="condense_chat_engine"):
+        engine.chat("And the Louvre?")
+    assert len(backend.calls) == calls  # refused before any call
+
+
+def test_condense_plus_context_without_the_rewrite(word_embedding: Any) -> None:
+    llm, _backend = llm_over()
+    index = VectorStoreIndex([n.node for n in doc_nodes()], embed_model=word_embedding)
+    engine = CondensePlusContextChatEngine.from_defaults(
+        index.as_retriever(similarity_top_k=2), llm=llm, skip_condense=True
+    )
+    engine.chat(QUESTION)
+    assert_markers_name_their_nodes(engine.chat("When was it completed, in 1889?"))
 
 
 def test_simple_chat_engine_keeps_a_plain_chat() -> None:
