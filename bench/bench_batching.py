@@ -1,0 +1,208 @@
+"""Benchmark of the local engine's scheduling: what a request pays for the others (issue #16).
+
+    python bench/bench_batching.py [--shape tiny|350m] [--device cpu|cuda] [--transformers-cb]
+
+On a random-weight model with the real inferred Pleias-RAG-350M vocabulary (the tiny shape:
+overhead-bound; ``350m``: the shape of ``../shared/models/pleias-rag-350m.config.json``),
+measures in one run:
+
+1. head-of-line blocking: a short answer alone, then arriving while a long one runs;
+2. an equal-length batch of 8 through ``answer_batch``;
+3. 32 requests of mixed output lengths arriving over time (a fixed schedule, one thread
+   each): total time, throughput and p50/p95 latency;
+4. with ``--transformers-cb``, the same batch of 8 through transformers' continuous batching
+   manager (``generate_batch``, paged attention) on the same ids.
+
+Every generation has a fixed length (EOS suppressed), so the comparisons are fair. Prints a
+markdown report. Random weights write noise: speed only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pleias_rag import PleiasModel, Source
+from pleias_rag.testing import cached_random_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHAPES = {"tiny": None, "350m": SHARED / "models/pleias-rag-350m.config.json"}
+TOKENIZER = SHARED / "tokenizers/pleias-rag-350m-inferred/tokenizer.json"
+
+Item = tuple[str, list[Source]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to measure: token counts and the arrival schedule."""
+
+    short: int = 32
+    long: int = 1024
+    batch: int = 8
+    batch_tokens: int = 128
+    requests: int = 32
+    lengths: tuple[int, int] = (16, 512)
+    mean_gap_s: float = 0.05
+    seed: int = 0
+
+
+QUICK = Plan(short=4, long=48, batch=2, batch_tokens=8, requests=4, lengths=(2, 12))
+
+
+def items(n: int) -> list[Item]:
+    return [
+        (f"What was built in year {1800 + i}?", [Source(f"Tower {i} was built in {1800 + i}.")])
+        for i in range(n)
+    ]
+
+
+def fixed(tokens: int) -> dict[str, int]:
+    return {"max_new_tokens": tokens, "min_new_tokens": tokens}
+
+
+def head_of_line(engine: PleiasModel, plan: Plan) -> dict[str, float]:
+    """A short answer's latency alone, and arriving just after a long one started."""
+    short, long = items(2)
+    engine.answer(*short, **fixed(plan.short))  # warm
+    started = time.perf_counter()
+    engine.answer(*short, **fixed(plan.short))
+    alone = time.perf_counter() - started
+    runner = threading.Thread(target=engine.answer, args=long, kwargs=fixed(plan.long))
+    runner.start()
+    time.sleep(min(0.2, alone))  # the long one is decoding
+    started = time.perf_counter()
+    engine.answer(*short, **fixed(plan.short))
+    behind = time.perf_counter() - started
+    runner.join()
+    return {"alone_s": alone, "behind_s": behind, "ratio": behind / alone}
+
+
+def equal_batch(engine: PleiasModel, plan: Plan) -> dict[str, float]:
+    batch = items(plan.batch)
+    started = time.perf_counter()
+    engine.answer_batch(batch, **fixed(plan.batch_tokens))
+    return {"seconds": time.perf_counter() - started}
+
+
+def arrivals(engine: PleiasModel, plan: Plan) -> dict[str, Any]:
+    """Requests with mixed lengths arriving on a fixed (seeded) schedule, one thread each."""
+    rng = random.Random(plan.seed)
+    lengths = [rng.randint(*plan.lengths) for _ in range(plan.requests)]
+    offsets = [0.0]
+    for _ in range(plan.requests - 1):
+        offsets.append(offsets[-1] + rng.expovariate(1 / plan.mean_gap_s))
+    latencies: list[float] = [0.0] * plan.requests
+    start = time.perf_counter()
+
+    def one(i: int, item: Item) -> None:
+        time.sleep(max(0.0, start + offsets[i] - time.perf_counter()))
+        sent = time.perf_counter()
+        engine.answer(*item, **fixed(lengths[i]))
+        latencies[i] = time.perf_counter() - sent
+
+    threads = [
+        threading.Thread(target=one, args=(i, item)) for i, item in enumerate(items(plan.requests))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = time.perf_counter() - start
+    ordered = sorted(latencies)
+    return {
+        "seconds": total,
+        "tokens": sum(lengths),
+        "tokens_per_s": sum(lengths) / total,
+        "p50_s": statistics.median(ordered),
+        "p95_s": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+        "latencies_s": latencies,
+    }
+
+
+def transformers_cb(engine: PleiasModel, path: Path, plan: Plan) -> dict[str, float]:
+    """The batch of 8 through transformers' continuous batching manager (second call)."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    ids = [list(engine.encode(q, s).ids) for q, s in items(plan.batch)]
+    model = AutoModelForCausalLM.from_pretrained(
+        path, attn_implementation="paged|sdpa", dtype=engine.dtype
+    ).to(engine.device)
+    config: Any = GenerationConfig(
+        max_new_tokens=plan.batch_tokens, min_new_tokens=plan.batch_tokens, do_sample=False
+    )
+    model.generate_batch(ids, generation_config=config, persistent_manager=True)  # warm
+    started = time.perf_counter()
+    model.generate_batch(ids, generation_config=config, persistent_manager=True)
+    return {"seconds": time.perf_counter() - started}
+
+
+def measure(engine: PleiasModel, plan: Plan, path: Path | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "head_of_line": head_of_line(engine, plan),
+        "equal_batch": equal_batch(engine, plan),
+        "arrivals": arrivals(engine, plan),
+    }
+    if path is not None:
+        out["transformers_cb"] = transformers_cb(engine, path, plan)
+    return out
+
+
+def report(result: dict[str, Any], plan: Plan, machine: str) -> str:
+    hol, batch, arr = result["head_of_line"], result["equal_batch"], result["arrivals"]
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| {plan.short}-token answer alone | {hol['alone_s']:.2f} s |",
+        f"| ... behind a {plan.long}-token one | {hol['behind_s']:.2f} s ({hol['ratio']:.1f}x) |",
+        f"| answer_batch {plan.batch} x {plan.batch_tokens} tokens | {batch['seconds']:.2f} s |",
+        f"| {plan.requests} requests, {plan.lengths[0]}-{plan.lengths[1]} tokens, arriving "
+        f"over time | {arr['seconds']:.2f} s, {arr['tokens_per_s']:.0f} tok/s, "
+        f"p50 {arr['p50_s']:.2f} s, p95 {arr['p95_s']:.2f} s |",
+    ]
+    if "transformers_cb" in result:
+        cb = result["transformers_cb"]["seconds"]
+        lines.append(
+            f"| transformers generate_batch {plan.batch} x {plan.batch_tokens} | {cb:.2f} s "
+            f"({cb / batch['seconds']:.2f}x answer_batch) |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--transformers-cb", action="store_true", help="also measure generate_batch")
+    p.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    args = p.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shape = SHAPES[args.shape]
+    config = None if shape is None else json.loads(shape.read_text())
+    tokenizer = TOKENIZER if TOKENIZER.exists() else None
+    path = cached_random_model("numbered", config=config, tokenizer_file=tokenizer)
+    engine = PleiasModel.from_pretrained(path, device=device, dtype="float32").load()
+    plan = QUICK if args.quick else Plan()
+    result = measure(engine, plan, path if args.transformers_cb else None)
+    name = torch.cuda.get_device_name() if device == "cuda" else f"CPU x{torch.get_num_threads()}"
+    print(f"## bench_batching --shape {args.shape}\n")
+    print(report(result, plan, f"{name}, torch {torch.__version__}"))
+    return result
+
+
+if __name__ == "__main__":
+    main()
