@@ -10,10 +10,11 @@ import logging
 import os
 import re
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from llama_index.core.base.response.schema import AsyncStreamingResponse, StreamingResponse
 from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW
 from llama_index.core.prompts.base import BasePromptTemplate, SelectorPromptTemplate
 from llama_index.core.response_synthesizers.base import BaseSynthesizer
@@ -139,11 +140,12 @@ class _SynthesisNodes(BaseSpanHandler[Any]):
     ) -> None:
         texts = _NODE_TEXTS.get()
         self._end(id_)
-        gen = getattr(result, "response_gen", None)
-        if texts is not None and isinstance(gen, Generator):
-            result.response_gen = _reading_with(texts, gen)  # type: ignore[union-attr]
-        elif texts is not None and isinstance(gen, AsyncGenerator):
-            result.response_gen = _areading_with(texts, gen)  # type: ignore[union-attr]
+        if texts is None:
+            return None
+        if isinstance(result, StreamingResponse) and isinstance(result.response_gen, Generator):
+            result.response_gen = _reading_with(texts, result.response_gen)
+        elif isinstance(result, AsyncStreamingResponse):
+            result.response_gen = _areading_with(texts, result.response_gen)
         return None
 
     def prepare_to_drop_span(
@@ -158,7 +160,9 @@ class _SynthesisNodes(BaseSpanHandler[Any]):
         return None
 
 
-def _reading_with(texts: tuple[str, ...], gen: Generator[Any, None, None]) -> Iterator[Any]:
+def _reading_with(
+    texts: tuple[str, ...], gen: Generator[Any, None, None]
+) -> Generator[Any, None, None]:
     with contextlib.closing(gen):
         while True:
             token = _NODE_TEXTS.set(texts)
@@ -173,7 +177,7 @@ def _reading_with(texts: tuple[str, ...], gen: Generator[Any, None, None]) -> It
 
 async def _areading_with(
     texts: tuple[str, ...], gen: AsyncGenerator[Any, None]
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     try:
         while True:
             token = _NODE_TEXTS.set(texts)

@@ -26,7 +26,7 @@ from pleias_rag.views.plain import NONE_CITED, answer_with_sources
 
 from ._convert import DEFAULT_MODEL
 from .llms import PleiasLLM
-from .synthesizer import PleiasSynthesizer, pleias_answer
+from .synthesizer import PleiasSynthesizer, keep_pleias_answer, pleias_answer
 
 if TYPE_CHECKING:
     from pleias_rag.backend import Backend
@@ -290,7 +290,7 @@ def _keep_answer(stream: object, response: Response) -> Response:
     """``response`` (a read stream) with the stream's ``pleias_answer`` attribute."""
     answer = pleias_answer(stream)
     if answer is not None:
-        response.pleias_answer = answer  # type: ignore[attr-defined]
+        keep_pleias_answer(response, answer)
     return response
 
 

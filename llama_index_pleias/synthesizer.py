@@ -69,6 +69,12 @@ def pleias_answer(response: object) -> PleiasAnswer | None:
     return answer if isinstance(answer, PleiasAnswer) else None
 
 
+def keep_pleias_answer(response: object, answer: PleiasAnswer) -> None:
+    """Attach ``answer`` to a LlamaIndex response as its ``pleias_answer`` attribute (the
+    response dataclasses have no field for it, and ``metadata`` must stay JSON)."""
+    vars(response)["pleias_answer"] = answer
+
+
 class PleiasSynthesizer(BaseSynthesizer):
     """Answer from retrieved nodes with a Pleias model; return only the nodes it cited.
 
@@ -404,7 +410,7 @@ def _response(
 ) -> Response:
     nodes, metadata = _response_parts(answer, converted, return_nodes)
     response = Response(visible_text(answer), source_nodes=nodes + extra, metadata=metadata)
-    response.pleias_answer = answer  # type: ignore[attr-defined]
+    keep_pleias_answer(response, answer)
     return response
 
 
@@ -420,7 +426,7 @@ def _fill(
     if response.metadata is None:
         response.metadata = {}
     response.metadata.update(metadata)
-    response.pleias_answer = answer  # type: ignore[union-attr]
+    keep_pleias_answer(response, answer)
 
 
 def _node_key(source: Source) -> str | None:

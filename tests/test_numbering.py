@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pleias_rag import AnswerDelta, CitationCompleted, Finished, Source, make_sources
+from pleias_rag import AnswerDelta, Citation, CitationCompleted, Finished, Source, make_sources
 from pleias_rag.backend import Backend
 from pleias_rag.numbering import Numbering, renumber
 from pleias_rag.scripted import ScriptedEngine
@@ -42,9 +42,9 @@ def numbering() -> Numbering:
     return Numbering({s.id: n for s, n in zip(SOURCES, [10, 20, 30], strict=True)})
 
 
-def check_markers(answer_text: str, citations: Sequence[object]) -> None:
+def check_markers(answer_text: str, citations: Sequence[Citation]) -> None:
     for c in citations:
-        assert answer_text[c.start : c.end] == f"[{c.number}]"  # type: ignore[attr-defined]
+        assert answer_text[c.start : c.end] == f"[{c.number}]"
 
 
 def test_markers_take_the_callers_numbers() -> None:

@@ -12,7 +12,11 @@ from typing import Any
 import pytest
 from li_support import ScriptedBackend, hash_output, ref
 from llama_index.core import PromptTemplate, VectorStoreIndex
-from llama_index.core.base.response.schema import Response
+from llama_index.core.base.response.schema import (
+    AsyncStreamingResponse,
+    Response,
+    StreamingResponse,
+)
 from llama_index.core.chat_engine import CondensePlusContextChatEngine
 from llama_index.core.query_engine import CitationQueryEngine
 from llama_index.core.response_synthesizers import get_response_synthesizer
@@ -106,9 +110,11 @@ async def test_async_and_streaming_markers_name_their_nodes() -> None:
     assert str(response) == "1889[2]."
     streaming = get_response_synthesizer(llm=llm, response_mode="compact", streaming=True)
     streamed = streaming.synthesize(QUESTION, doc_nodes())
-    assert "".join(streamed.response_gen) == "1889[2]."  # type: ignore[union-attr]
+    assert isinstance(streamed, StreamingResponse)
+    assert "".join(streamed.response_gen) == "1889[2]."
     astreamed = await streaming.asynthesize(QUESTION, doc_nodes())
-    assert "".join([t async for t in astreamed.async_response_gen()]) == "1889[2]."  # type: ignore[union-attr]
+    assert isinstance(astreamed, AsyncStreamingResponse)
+    assert "".join([t async for t in astreamed.async_response_gen()]) == "1889[2]."
 
 
 def test_citation_query_engine_markers_are_its_sources(word_embedding: Any) -> None:
