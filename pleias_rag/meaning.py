@@ -54,8 +54,26 @@ UNITS = _wordset(
 )
 _SYMBOLS = frozenset("%‰$€£¥₹°±+-<>=×/")
 
-#: Words and symbols, numbers kept whole with their separators: "1,665", "10.5", "don't".
-WORD = re.compile(r"\d+(?:[.,]\d+)*|\w+(?:['’]\w+)*|[^\w\s]")
+#: Words and symbols, numbers kept whole with their separators: "1,665", "10.5", "don't";
+#: a degree sign with its scale: "°C".
+WORD = re.compile(r"\d+(?:[.,]\d+)*|°[^\W\d_]*|\w+(?:['’]\w+)*|[^\w\s]")
+# A number as written: its sign, and the separators and spaces between its digit groups
+# ("- 40" is not "-40", "3, 500" not "3,500", "12 34" not "1234").
+_NUMBER = re.compile(r"(?<!\w)(?:[-+±]\s*)?\d+(?:\s*[.,]\s*\d+|\s+\d+)*")
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_DASHES = str.maketrans(dict.fromkeys("‐‑‒–—―−", "-"))
+# Prefixes that make a word its opposite ("possible"/"impossible"), and words that only look
+# prefixed: "inform" is not the opposite of "form".
+_NEGATING_PREFIXES = ("non-", "non", "un", "dis", "in", "im", "il", "ir")
+_NOT_NEGATED = _wordset(
+    """
+    inform income inside indeed instead install intend invest invent insert inspire involve
+    intake inland inject invade incline include inbound indent induce inflame index intern
+    impress import impose impart impair impact impale implant impound impeach
+    discover display dismiss disease discount dispose discuss dispatch distress dispense
+    until unite union
+    """
+)
 
 # Too little to carry a claim: fewer letters and digits than this, or only stopwords.
 MIN_ALNUM = 3
@@ -102,6 +120,34 @@ def protected(tokens: Sequence[str]) -> list[bool]:
             digit[i] or near or t in NUMBER_WORDS or t in UNITS or t in _SYMBOLS or is_negation(t)
         )
     return out
+
+
+def numbers(text: str) -> list[str]:
+    """The numbers of ``text`` as written, with their signs and the separators and spaces
+    between digit groups (whitespace runs made one space, dash styles one ``-``)."""
+    plain = text.translate(_INVISIBLE).translate(_DASHES)
+    return [" ".join(m.group().split()) for m in _NUMBER.finditer(plain)]
+
+
+def units(text: str) -> list[str]:
+    """The units of ``text``, case kept ("mW" is not "MW", "Mb" not "MB"): known unit words,
+    degree scales, and short words written right after a number."""
+    tokens = WORD.findall(text)
+    out = []
+    for i, t in enumerate(tokens):
+        after_number = i > 0 and has_digit(tokens[i - 1]) and t.isalpha() and len(t) <= 4
+        if after_number or t.startswith("°") or t.casefold() in UNITS:
+            out.append(t)
+    return out
+
+
+def negated_pair(a: str, b: str) -> bool:
+    """Whether one word is the other made its opposite by a prefix: "possible" and
+    "impossible", "toxic" and "nontoxic", "finished" and "unfinished"."""
+    short, long = sorted((a.casefold(), b.casefold()), key=len)
+    if len(short) < 4 or long in _NOT_NEGATED:
+        return False
+    return any(long == p + short for p in _NEGATING_PREFIXES)
 
 
 def too_short(text: str) -> bool:

@@ -232,8 +232,14 @@ def _joined_after(text: str, end: int) -> bool:
     return ch in _APOSTROPHES and nxt in ("t", "T") and not text[end + 2 : end + 3].isalpha()
 
 
-def _same_negations(quote: str, found: str) -> bool:
-    return meaning.negations(quote) == meaning.negations(found)
+def _same_facts(quote: str, found: str) -> bool:
+    """Whether a normalized match kept every fact word: its negations, its numbers as
+    written (signs, separators, digit groups) and its units' case."""
+    return (
+        meaning.negations(quote) == meaning.negations(found)
+        and meaning.numbers(quote) == meaning.numbers(found)
+        and meaning.units(quote) == meaning.units(found)
+    )
 
 
 def elision_pieces(quote: str) -> list[str]:
@@ -279,7 +285,7 @@ class SourceText:
             s, e = index[j], index[j + len(q) - 1] + 1
             if quote[-1] in _HYPHENS and text[e : e + 1] in _HYPHENS:
                 e += 1  # the quote ends where its source breaks a word over a line
-            if _edges_ok(text, s, e, open_end=open_end) and _same_negations(quote, text[s:e]):
+            if _edges_ok(text, s, e, open_end=open_end) and _same_facts(quote, text[s:e]):
                 return QuoteMatch("normalized", 1.0, s, e, ((s, e),))
             j = norm.find(q, j + 1)
         return NOT_FOUND
@@ -439,12 +445,22 @@ def _compare(quote: str, found: str) -> tuple[tuple[WordChange, ...], str]:
         # An insertion touches the words on both sides of where it goes.
         touched = any(qp[max(0, i1 - (i1 == i2)) : i2 + (i1 == i2)])
         touched = touched or any(fp[max(0, j1 - (j1 == j2)) : j2 + (j1 == j2)])
+        # "possible" for "impossible": a prefix that negates is a negation.
+        touched = touched or any(
+            meaning.negated_pair(a, b) for a in qw[i1:i2] for b in fw[j1:j2]
+        )
         if touched and not problem:
             said = " ".join(qw[i1:i2]) or "nothing"
             has = " ".join(fw[j1:j2]) or "nothing"
             problem = (
                 f"a number, unit or negation differs: the quote has {said!r}, the source {has!r}"
             )
+    if not problem and meaning.numbers(quote) != meaning.numbers(found):
+        said, has = meaning.numbers(quote), meaning.numbers(found)
+        problem = f"a number is written differently: the quote has {said}, the source {has}"
+    if not problem and meaning.units(quote) != meaning.units(found):
+        said, has = meaning.units(quote), meaning.units(found)
+        problem = f"a unit differs (case counts): the quote has {said}, the source {has}"
     return tuple(changes), problem
 
 
