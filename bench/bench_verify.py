@@ -10,7 +10,9 @@ one-ref output citing the source, with every source of the prompt and its query)
   sources verbatim, with OCR spacing, changed whitespace, curly quotes, changed case, zero-width
   characters, a line-break hyphen in the source; correct ``(…)`` elisions.
 - ALTERED quotes: a changed digit, a dropped decimal point, a changed or dropped thousands
-  separator, a dropped or added sign, a dropped ``%``, a changed unit, an added or dropped
+  separator, a dropped, added or spaced sign, a dash in the source joined to a number as its
+  sign, digit groups split or joined, a space after a separator, a dropped ``%``, a changed
+  unit or a unit's case changed ("mW"/"MW", also by upper- or lower-casing), an added or dropped
   negation, a named entity swapped, a word inserted or dropped, wrong elisions (pieces out of
   order, a negation elided, a piece from another source) and quotes copied from the query.
 
@@ -140,6 +142,35 @@ def true_variants(quote: str, rng: random.Random) -> Iterator[tuple[str, str]]:
     yield "zero-width", quote.replace(" ", " \u200b", 2)
 
 
+# Units whose case is their meaning ("mW" milliwatt, "MW" megawatt), written after a number.
+_CASED_UNIT = re.compile(
+    r"(?<![\w.,])\d+(?:[.,]\d+)* ?((?:[kmMGµ]?(?:Wh|W|B|b|g|m|s|Hz|V))|mg|kg|km|cm|mm|ms|kb|Mb)"
+    r"(?!\w)"
+)
+
+
+def cased_units(quote: str) -> list[str]:
+    return _CASED_UNIT.findall(quote)
+
+
+def fact_sources(text: str, quote: str, rng: random.Random) -> Iterator[tuple[str, str, str]]:
+    """Copies of ``text`` where a number of ``quote`` is written otherwise, with the quote
+    that joins it back: a dash set apart before it ("— 40" quoted "-40"), its digits split by
+    a space ("18 89" quoted "1889"). (category, source text, quote)"""
+    at = text.find(quote)
+    numbers = [m for m in re.finditer(r"(?<=[^\W\d_] )\d{2,}", quote)]
+    if at < 0 or not numbers:
+        return
+    m = rng.choice(numbers)
+    cut = at + m.start()
+    yield "dash joined to a number", text[:cut] + "— " + text[cut:], (
+        quote[: m.start()] + "-" + quote[m.start() :]
+    )
+    if m.end() - m.start() >= 3:
+        k = rng.randint(1, m.end() - m.start() - 1)
+        yield "digit groups joined", text[: cut + k] + " " + text[cut + k :], quote
+
+
 def hyphenated(text: str, quote: str, rng: random.Random) -> tuple[str, str] | None:
     """A copy of ``text`` with a line-break hyphen inside a long word of ``quote``."""
     at = text.find(quote)
@@ -199,6 +230,22 @@ def altered(quote: str, prompt: Prompt, rng: random.Random) -> Iterator[tuple[st
         after = quote[m.end() : m.end() + 1]
         if after == "%":
             yield "percent dropped", quote[: m.end()] + quote[m.end() + 1 :]
+        sign = before in "-−" and before and not quote[m.start() - 2 : m.start() - 1].isalnum()
+        if sign:
+            yield "sign spaced", quote[: m.start()] + " " + quote[m.start() :]
+        runs = [r for r in re.finditer(r"\d{2,}", quote[m.start() : m.end()])]
+        if runs:
+            r = rng.choice(runs)
+            k = m.start() + r.start() + rng.randint(1, len(r.group()) - 1)
+            yield "digit group split", quote[:k] + " " + quote[k:]
+        if sep:
+            i = rng.choice(sep)
+            yield "separator spaced", quote[: i + 1] + " " + quote[i + 1 :]
+    unit = _CASED_UNIT.search(quote)
+    if unit:
+        i = unit.start(1)
+        flipped = quote[i].lower() if quote[i].isupper() else quote[i].upper()
+        yield "unit case changed", quote[:i] + flipped + quote[i + 1 :]
     for unit, other in _UNITS.items():
         m = re.search(rf"(?<=\d) ?{re.escape(unit)}(?!\w)", quote)
         if m:
@@ -265,7 +312,19 @@ def build_cases(seed: int = 0, per_source: int = 3) -> list[Case]:
             ]
             for span in [*spans(src.text, rng, per_source), *targeted]:
                 for category, q in true_variants(span, rng):
-                    cases.append(Case(True, category, prompt, k, q))
+                    if category == "case" and cased_units(q) != cased_units(span):
+                        # "1300 MW" lower-cased is "1300 mw": a unit's case changed.
+                        cases.append(Case(False, "unit case changed", prompt, k, q))
+                    else:
+                        cases.append(Case(True, category, prompt, k, q))
+                for category, text, q in fact_sources(src.text, span, rng):
+                    variant = Source(text, id=src.id)
+                    moved = Prompt(
+                        prompt.name,
+                        (*prompt.sources[:k], variant, *prompt.sources[k + 1 :]),
+                        prompt.query,
+                    )
+                    cases.append(Case(False, category, moved, k, q))
                 hy = hyphenated(src.text, span, rng)
                 if hy is not None:
                     variant = Source(hy[0], id=src.id)

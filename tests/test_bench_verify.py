@@ -16,7 +16,8 @@ ALTERATIONS = {
     "digit changed", "digits swapped", "decimal dropped", "separator changed", "sign added",
     "sign dropped", "unit changed", "negation added", "negation dropped", "entity swapped",
     "word inserted", "word dropped", "elision out of order", "elision hides a negation",
-    "elision across sources", "query copy", "real query copy",
+    "elision across sources", "query copy", "real query copy", "unit case changed",
+    "dash joined to a number", "digit groups joined", "digit group split", "separator spaced",
 }  # fmt: skip
 
 
