@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from . import meaning
 from .answer import Citation
 from .citing import Resolver
 from .lexer import Token
@@ -22,6 +23,13 @@ _QUOTE_PAIRS = {'"': '"', "“": "”", "«": "»", "„": "“", "'": "'"}
 FINAL_PUNCT = ".!?…。！？"
 # Where a bare quote may end: before a space, or before punctuation that ends a word.
 _CUT = re.compile(r"\s+|[^\w\s]+(?=\s|$)")
+# A sentence ends: final punctuation (and closing marks) before a space or the end, or a line.
+_SENTENCE_END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s|$)|[ \t]*\n")
+_SENTENCE_STOP = re.compile(r"[ \t]*(?:[.!?…。！？]+[\"'”’»)\]]*(?:\s|$)|\n)")
+_ENDS_SENTENCE = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*$")
+#: An unclosed bare quote with no sentence end after the words a source holds ends after
+#: them only when they are this many words: a claim, not a fragment ("The Eiffel Tower was").
+UNCLOSED_MIN_WORDS = 6
 
 
 def normalize_source_id(name: str) -> str:
@@ -117,8 +125,8 @@ class AnswerBuilder:
         if unclosed:
             content, rest = _split_unclosed(content, resolver, group)
         quote = strip_quote(content)
-        if truncated and quote[:1] in _QUOTE_PAIRS:
-            quote = quote[1:].lstrip()  # its closing quote was cut off
+        if (truncated or unclosed) and quote[:1] in _QUOTE_PAIRS:
+            quote = quote[1:].lstrip()  # its closing quote was cut off, or never written
         self.ref_name, self.quote_parts = None, []
         key = group.id if group is not None else "\0" + sid
         number = self.numbers.setdefault(key, len(self.numbers) + 1)
@@ -163,21 +171,55 @@ class AnswerBuilder:
 def _split_unclosed(content: str, resolver: Resolver, group: SourceGroup | None) -> tuple[str, str]:
     """Where the quote of a ref with no ``</ref>`` ends, and the answer text after it.
 
-    A wrapped quote ends at its closing quote mark; a bare one at the longest run of whole
-    words that the cited source holds. Without either, all of it is the quote.
+    A wrapped quote ends at its closing quote mark. A bare one (or a wrapped one whose closing
+    mark never comes) ends where the longest run of its whole words that a source holds (the
+    cited one, or any other: a misattributed quote or an unknown id) ends a sentence; else at
+    the first sentence end after that run, so that words no source holds stay in the quote
+    and never verify a prefix; else, with no sentence end at all, after that run when it is a
+    claim's length (:data:`UNCLOSED_MIN_WORDS` words). Only when none of these applies is all
+    of it the quote.
     """
     body = content.lstrip()
     lead = len(content) - len(body)
     closer = _QUOTE_PAIRS.get(body[:1])
+    opened = 0
     if closer is not None:
         for m in re.finditer(re.escape(closer), body[1:]):
             k = m.end() + 1
             if k >= len(body) or not body[k].isalnum():
                 return content[: lead + k], content[lead + k :]
+        opened = 1  # no closing mark: read on as a bare quote
+    end = _bare_end(body[opened:], resolver, group)
+    if end is None:
         return content, ""
-    if group is None:
-        return content, ""
+    k = lead + opened + end
+    return content[:k], content[k:]
+
+
+def _bare_end(body: str, resolver: Resolver, group: SourceGroup | None) -> int | None:
+    """Where a bare unclosed quote ends in ``body`` (see :func:`_split_unclosed`), None when
+    all of it is the quote."""
     cuts = sorted({m.start() for m in _CUT.finditer(body)} - {0} | {len(body)})
+    found = -1
+    others = [g for g in resolver.groups if g is not group]
+    for g in ([group] if group is not None else []) + others:
+        found = max(found, _longest_held(body, cuts, resolver, g))
+    held = cuts[found] if found >= 0 else 0
+    if held == len(body):
+        return None
+    if held and (_SENTENCE_STOP.match(body, held) or _ENDS_SENTENCE.search(body, 0, held)):
+        return _trim(body, held)
+    stop = _SENTENCE_END.search(body, held)
+    if stop is not None:
+        return _trim(body, stop.start())
+    if meaning.word_count(body[:held]) >= UNCLOSED_MIN_WORDS:
+        return _trim(body, held)
+    return None
+
+
+def _longest_held(body: str, cuts: list[int], resolver: Resolver, group: SourceGroup) -> int:
+    """The index in ``cuts`` of the longest prefix of ``body`` the group's text holds, -1
+    when none."""
     source = resolver.text(group)
     lo, hi, best = 0, len(cuts) - 1, -1
     while lo <= hi:  # found prefixes are nested: the longest one by bisection
@@ -186,10 +228,12 @@ def _split_unclosed(content: str, resolver: Resolver, group: SourceGroup | None)
             best, lo = mid, mid + 1
         else:
             hi = mid - 1
-    if best < 0 or cuts[best] == len(body):
-        return content, ""
-    end = cuts[best]
-    # A full stop after the quote ends the answer's sentence too: it stays in the answer.
-    while end > 0 and body[end - 1] in FINAL_PUNCT + ",;:":
+    return best
+
+
+def _trim(body: str, end: int) -> int:
+    """``end`` moved back before spaces and the punctuation that ends the answer's sentence
+    too: it stays in the answer."""
+    while end > 0 and (body[end - 1].isspace() or body[end - 1] in FINAL_PUNCT + ",;:"):
         end -= 1
-    return content[: lead + end], content[lead + end :]
+    return end

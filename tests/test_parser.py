@@ -231,7 +231,7 @@ def test_parser_misuse_errors() -> None:
         ("capital", "Paris is the capital.", "exact", "capital"),
         ("THE  Capital", "Paris is the capital.", "normalized", "the capital"),
         ("“quoted” — text", 'A "quoted" - text.', "normalized", '"quoted" - text'),
-        ("the 1990s", "since the 199 0s and", "normalized", "the 199 0s"),
+        ("the Eiffel Tower", "since the Eiffel T ower and", "normalized", "the Eiffel T ower"),
         ("massive models", "mas-\nsive models", "normalized", "mas-\nsive models"),
         ("zero\u200bwidth", "zerowidth", "normalized", "zerowidth"),
         (

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pleias_rag import Source, StreamParser, locate_quote, parse_response
+from pleias_rag import PleiasAnswer, Source, StreamParser, locate_quote, parse_response
 from pleias_rag.meaning import negations
 from pleias_rag.ranking import cited_uses, source_uses
 
@@ -396,6 +396,66 @@ def test_an_unclosed_bare_ref_ends_where_the_source_stops() -> None:
     assert c.status == "verified"
 
 
+TOWER = Source("The Eiffel Tower was completed in 1889 for the World's Fair. It is 330 m tall.")
+PARIS = Source("Paris is the capital and most populous city of France. It hosts the Louvre.")
+LOUVRE = Source("The Louvre is the world's most visited museum.")
+
+
+@pytest.mark.parametrize("dialect", ["hash", "numbered"])
+def test_an_unclosed_ref_never_verifies_a_prefix_the_model_did_not_quote(dialect: str) -> None:
+    name = TOWER.id if dialect == "hash" else "<|source_id|>1"
+    body = (
+        f'It opened<ref name="{name}">The Eiffel Tower was built in 1900 by the city council. '
+        "It remains popular."
+    )
+    raw = hash_output(body) if dialect == "hash" else f"English\n<|answer_start|>{body}<|answer_end|>"
+    for ans in (parse_response(raw, [TOWER], dialect), _streamed(raw, [TOWER], dialect=dialect)):
+        assert ans.answer == "It opened[1]. It remains popular."
+        (c,) = ans.citations
+        # The model's quote is its sentence, not the words the source happens to share.
+        assert c.quote == "The Eiffel Tower was built in 1900 by the city council"
+        assert c.status == "unverified"
+
+
+@pytest.mark.parametrize(
+    ("name", "quote", "status"),
+    [
+        ("zz", "Paris is the capital and most populous city of France.", "unknown_source"),
+        (LOUVRE.id, "Paris is the capital and most populous city of France.", "misattributed"),
+        (PARIS.id, '"Paris is the capital and most populous city of France.', "verified"),
+        (PARIS.id, "Paris is a big town in Europe.", "unverified"),
+        ("zz", "Some words no source has at all.", "unknown_source"),
+    ],
+)
+def test_an_unclosed_ref_gives_the_rest_of_the_answer_back(
+    name: str, quote: str, status: str
+) -> None:
+    raw = hash_output(f'Paris<ref name="{name}">{quote} And more text follows here.')
+    for ans in (parse_response(raw, [PARIS, LOUVRE]), _streamed(raw, [PARIS, LOUVRE])):
+        assert ans.answer == "Paris[1]. And more text follows here."
+        (c,) = ans.citations
+        assert c.quote == quote.strip('".') and c.status == status
+
+
+def test_an_unclosed_ref_before_another_ref_ends_after_a_claim_not_a_fragment() -> None:
+    claim = hash_output(
+        f'Paris<ref name="{PARIS.id}">Paris is the capital and most populous city of France '
+        f'and the Louvre<ref name="{LOUVRE.id}">The Louvre is the world\'s most visited museum'
+        "</ref>."
+    )
+    ans = parse_response(claim, [PARIS, LOUVRE])
+    assert ans.answer == "Paris[1] and the Louvre[2]."
+    assert [c.status for c in ans.citations] == ["verified", "verified"]
+    # Four words the source holds, then words it does not and no sentence end: one quote.
+    fragment = hash_output(
+        f'It<ref name="{TOWER.id}">The Eiffel Tower was built by the city council'
+        f'<ref name="{LOUVRE.id}">The Louvre is the world\'s most visited museum</ref>.'
+    )
+    first, second = parse_response(fragment, [TOWER, LOUVRE]).citations
+    assert first.quote == "The Eiffel Tower was built by the city council"
+    assert first.status == "unverified" and second.status == "verified"
+
+
 def test_a_ref_cut_by_the_end_of_output_is_truncated_not_split() -> None:
     raw = f'<|answer_start|>Built<ref name="{FACTS.id}">"completed in 1889" and more'
     (c,) = parse_response(raw, [FACTS], "hash").citations
@@ -407,8 +467,10 @@ def test_a_ref_cut_by_the_end_of_output_is_truncated_not_split() -> None:
 # --------------------------------------------------------------------------- streaming
 
 
-def _streamed(raw: str, sources: list[Source], cuts: list[int] | None = None) -> object:
-    parser = StreamParser(sources, "hash")
+def _streamed(
+    raw: str, sources: list[Source], cuts: list[int] | None = None, dialect: str = "hash"
+) -> PleiasAnswer:
+    parser = StreamParser(sources, dialect)
     pos = 0
     for cut in sorted(cuts or list(range(1, len(raw), 3))):
         parser.feed(raw[pos:cut])
