@@ -20,7 +20,7 @@ from ._answer_builder import normalize_source_id as normalize_source_id
 from ._answer_builder import strip_quote as strip_quote
 from .answer import Citation, FinishReason, PleiasAnswer
 from .citing import Resolver
-from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_SECTIONS
+from .dialects import HASH, MARKDOWN, NUMBERED, NUMBERED_MAX_SOURCES, NUMBERED_SECTIONS
 from .errors import InvalidArgument, InvalidType
 from .lexer import Lexer, Token
 from .sources import Source
@@ -28,6 +28,8 @@ from .sources import Source
 SECTIONS = frozenset(NUMBERED_SECTIONS)
 _NUMBERED_EVIDENCE = SECTIONS - {"source_analysis", "answer"} | {"source_id"}
 _OUTPUT_DIALECTS = (HASH, NUMBERED, MARKDOWN)
+_HEX_ID = re.compile(r"[0-9a-fA-F]{16}")
+_POSITION = re.compile(r"[0-9]{1,6}")
 _TRAILING_CLOSERS = re.compile(r"(?:\[\d+\]|[\s\"'”’»)\]*_])+$")
 _MENTION = re.compile(
     r"<\|source_id\|>\s*(?P<num>[0-9]+)"
@@ -218,8 +220,13 @@ class StreamParser:
             raise InvalidArgument(f"unknown section {start!r}: use one of {sorted(SECTIONS)}")
         self._given = dialect
         # None until the text shows it. A <|...|> section marker makes it hash, presumed only:
-        # not markdown, and numbered if numbered-only evidence follows.
+        # not markdown, and numbered if numbered-only evidence follows. With no evidence at
+        # all the text is read as numbered (the current models; servers that strip special
+        # tokens).
         self._detected: str | None = None
+        self._hash_ids = False  # a ref named a source by its own id
+        self._line_start = True  # the next token starts a line (a heading must)
+        self._read = False  # something other than blank text was read
         if not isinstance(query, str):
             raise InvalidType(f"query must be the question (str), got {type(query).__name__}")
         self._sources = tuple(sources)
@@ -236,7 +243,7 @@ class StreamParser:
 
     @property
     def dialect(self) -> str:
-        return self._given or self._detected or HASH
+        return self._given or self._detected or NUMBERED
 
     @property
     def section(self) -> str | None:
@@ -290,29 +297,74 @@ class StreamParser:
     def _markdown(self) -> bool:
         if self._given is not None:
             return self._given == MARKDOWN
-        return self._detected in (None, MARKDOWN)
+        return self._detected == MARKDOWN
 
     def _detect(self, dialect: str) -> None:
         if self._detected in (None, HASH):  # hash is only ever presumed
             self._detected = dialect
 
+    def _heading(self, tok: Token) -> bool:
+        """Whether a ``### Analysis ###`` / ``### Answer ###`` heading is one: on a line of
+        its own, in the markdown dialect (given, or no other dialect's marker read), for a
+        section not entered yet, and the analysis one only as the first thing written."""
+        section = "answer" if tok.value == "answer" else "source_analysis"
+        if not self._line_start or section in self._texts:
+            return False
+        if self._given is None and self._detected not in (None, MARKDOWN):
+            return False
+        return section == "answer" or not self._read
+
+    def _ref_evidence(self, name: str) -> None:
+        """What a ref's id says of the dialect: ``<|source_id|>``, or a source's position
+        that is no source's id, is numbered; a source's own id, a 16-hex id or, without
+        sources, a number above the numbered models' source limit is hash."""
+        if "<|source_id|>" in name:
+            self._detect(NUMBERED)
+            return
+        if self._detected not in (None, HASH) or self._hash_ids:
+            return
+        sid = normalize_source_id(name)
+        groups = self._resolver.groups
+        if self._resolver.resolve(sid, numbered=False) is not None or _HEX_ID.fullmatch(sid):
+            self._hash_ids = True
+            self._detected = self._detected or HASH
+        elif _POSITION.fullmatch(sid):
+            if groups and int(sid) <= len(groups):
+                self._detect(NUMBERED)
+            elif not groups and int(sid) > NUMBERED_MAX_SOURCES:
+                self._detected = self._detected or HASH
+
     def _token(self, tok: Token, events: list[Event]) -> None:
         if self._phase is _Phase.DONE:
             return  # not even evidence of the dialect
-        if tok.kind in ("heading", "eos") and (
-            not self._markdown() or (tok.value == "analysis" and "answer" in self._texts)
-        ):
-            tok = Token("text", tok.raw)  # copied from a document, or a section gone back to
-        elif tok.kind == "heading":
+        if self._given is None and tok.kind == "heading" and self._heading(tok):
             self._detect(MARKDOWN)
+        if tok.kind == "heading" and not (self._markdown() and self._heading(tok)):
+            tok = Token("text", tok.raw)  # copied from a document, or a section gone back to
+        elif tok.kind == "eos" and not self._markdown():
+            tok = Token("text", tok.raw)  # "#END#" and "</s>" stop the markdown dialect only
         elif tok.kind == "marker" and _structural(tok.value):
             if self._detected is None:
                 self._detected = HASH
             if tok.value.rpartition("_")[0] in _NUMBERED_EVIDENCE:
                 self._detect(NUMBERED)
-        elif tok.kind == "ref_open" and "<|source_id|>" in tok.value:
+        elif tok.kind == "marker" and tok.value == "source_id":
             self._detect(NUMBERED)
+        elif tok.kind == "ref_open" and self._given is None:
+            self._ref_evidence(tok.value)
+        self._follow(tok)
         self._step(tok, events)
+
+    def _follow(self, tok: Token) -> None:
+        """Keep track of where a line starts, and whether anything but blank text was read."""
+        if tok.kind == "text":
+            line = tok.raw.rstrip(" \t")
+            if line:
+                self._line_start = line.endswith(("\n", "\r"))
+            self._read = self._read or bool(tok.raw.strip())
+        else:
+            self._line_start = tok.kind in ("marker", "heading")
+            self._read = True
 
     def _step(self, item: Token | _Symbol, events: list[Event]) -> None:
         """Run one input through the transition table."""
