@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,11 +19,12 @@ from llama_index.core.evaluation import BaseEvaluator, EvaluationResult
 from llama_index.core.prompts.mixin import PromptDictType
 from llama_index.core.schema import MetadataMode
 
-from pleias_rag import Source, parse_response
+from pleias_rag import Source, StreamParser, parse_response
 from pleias_rag.errors import InvalidArgument
 from pleias_rag.verify import locate_quote
 
 from ._convert import PLEIAS_METADATA_KEY
+from .llms import PleiasLLM
 
 _MARKER = re.compile(r"\[\d+\]")
 _MARKERS_AFTER_STOP = re.compile(r"([.!?。！？]+)((?:\s*\[\d+\])+)")
@@ -84,11 +86,18 @@ class CitationGroundingEvaluator(BaseEvaluator):
     - ``evaluate(response=raw_output, contexts=[...])`` with the model's raw output (its
       ``<ref>`` tags) and the source texts in prompt order.
 
+    A raw output is parsed in the dialect the evaluator knows: ``evaluate(..., dialect=...)``,
+    else ``dialect`` given here, else the response metadata's (``evaluate_response``), else
+    that of ``llm`` (a :class:`PleiasLLM` whose dialect is given or whose backend is); only
+    when none is known is it detected from the output.
+
     Args:
         fuzzy: also accept approximate quotes (small word changes that leave numbers,
             units and negations alone).
         require_citations: an answer with no citation fails (score 0) instead of passing.
         threshold: the score needed to pass (1.0: every citation grounded).
+        dialect: the dialect of the raw outputs (``hash``, ``numbered`` or ``markdown``).
+        llm: the :class:`PleiasLLM` that wrote them, to read their dialect from.
 
     Examples:
         >>> from llama_index_pleias import CitationGroundingEvaluator
@@ -104,13 +113,31 @@ class CitationGroundingEvaluator(BaseEvaluator):
     """
 
     def __init__(
-        self, *, fuzzy: bool = False, require_citations: bool = True, threshold: float = 1.0
+        self,
+        *,
+        fuzzy: bool = False,
+        require_citations: bool = True,
+        threshold: float = 1.0,
+        dialect: str | None = None,
+        llm: PleiasLLM | None = None,
     ) -> None:
         if not 0.0 <= threshold <= 1.0:
             raise InvalidArgument("threshold must be between 0 and 1")
+        if dialect is not None:
+            StreamParser(dialect=dialect)  # an unknown dialect is refused here, not per call
         self.fuzzy = fuzzy
         self.require_citations = require_citations
         self.threshold = threshold
+        self.dialect = dialect
+        self.llm = llm
+
+    def _dialect(self, given: object = None) -> str | None:
+        """The dialect to parse a raw output in (see the class), None to detect it."""
+        if isinstance(given, str):
+            return given
+        if self.dialect is not None:
+            return self.dialect
+        return None if self.llm is None else self.llm.known_dialect
 
     def _get_prompts(self) -> PromptDictType:
         return {}
@@ -118,7 +145,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
     def _update_prompts(self, prompts_dict: PromptDictType) -> None:
         pass
 
-    # -- entry points (all synchronous work, no event loop needed) --
+    # -- entry points (synchronous work; the async ones run it in a worker thread) --
 
     def evaluate(
         self,
@@ -132,7 +159,8 @@ class CitationGroundingEvaluator(BaseEvaluator):
             return _invalid(query, response, "give the raw model output and the contexts")
         sources = [Source(c) for c in contexts if c.strip()]
         labels = {id(s): str(i) for i, s in enumerate(sources)}
-        answer = parse_response(response, sources, query=query or "")
+        dialect = self._dialect(kwargs.get("dialect"))
+        answer = parse_response(response, sources, dialect, query=query or "")
         items = [
             _Item(
                 c.number,
@@ -152,8 +180,9 @@ class CitationGroundingEvaluator(BaseEvaluator):
         contexts: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> GroundingResult:
-        """Grade how well ``response`` is grounded in ``contexts`` by its checked citations."""
-        return self.evaluate(query, response, contexts, **kwargs)
+        """Grade how well ``response`` is grounded in ``contexts`` by its checked citations
+        (the quote checks are CPU work: in a worker thread, off the event loop)."""
+        return await asyncio.to_thread(self.evaluate, query, response, contexts, **kwargs)
 
     def evaluate_response(
         self, query: str | None = None, response: RESPONSE_TYPE | None = None, **kwargs: Any
@@ -171,7 +200,8 @@ class CitationGroundingEvaluator(BaseEvaluator):
         if citations is None:
             text = response.response or ""
             if "<ref" in text:
-                return self.evaluate(query, text, list(bodies.values()))
+                known = kwargs.get("dialect") or (response.metadata or {}).get("dialect")
+                return self.evaluate(query, text, list(bodies.values()), dialect=known)
             return _invalid(query, text, "the response has no Pleias citations")
         items = []
         for c in citations:
@@ -189,7 +219,7 @@ class CitationGroundingEvaluator(BaseEvaluator):
         """:meth:`evaluate_response`; an ``AsyncStreamingResponse`` is read to its end first."""
         if isinstance(response, AsyncStreamingResponse):
             response = await response.get_response()
-        return self.evaluate_response(query, response, **kwargs)
+        return await asyncio.to_thread(self.evaluate_response, query, response, **kwargs)
 
     # -- the check --
 

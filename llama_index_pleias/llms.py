@@ -169,6 +169,16 @@ class PleiasLLM(CustomLLM):
         return self._backend
 
     @property
+    def known_dialect(self) -> str | None:
+        """The dialect of this LLM's outputs when known without loading anything: the one
+        given, or that of the backend it was built on; else None."""
+        if self.dialect is not None:
+            return self.dialect
+        if self._given_backend and self._backend is not None:
+            return self._backend.dialect
+        return None
+
+    @property
     def metadata(self) -> LLMMetadata:
         """Context window, output budget and model name, as LlamaIndex reads them.
 

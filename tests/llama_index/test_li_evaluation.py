@@ -12,6 +12,7 @@ from llama_index.core.evaluation import BaseEvaluator
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from llama_index_pleias import CitationGroundingEvaluator, PleiasLLM, PleiasSynthesizer
+from pleias_rag import Source
 from pleias_rag.testing import TRAINING_EXAMPLES
 
 EXAMPLES = {ex.name: ex for ex in TRAINING_EXAMPLES["hash"]}
@@ -112,3 +113,53 @@ async def test_responses_are_checked_against_their_nodes() -> None:
     foreign = evaluator.evaluate_response(response=Response("plain", source_nodes=nodes))
     assert foreign.invalid_result and not foreign.passing
     assert evaluator.evaluate_response(response=None).invalid_result
+
+
+# --------------------------------------------------------------------------- dialect, async
+
+TOWER = "The Eiffel Tower was completed in 1889 for the World's Fair."
+# A hash model that wrote a position for an id: numbered reading grounds it, hash does not.
+AS_HASH = hash_output("Analysis.", 'In 1889<ref name="1">"was completed in 1889"</ref>.')
+
+
+def test_a_raw_output_is_read_in_the_dialect_the_evaluator_knows() -> None:
+    guessed = CitationGroundingEvaluator().evaluate(response=AS_HASH, contexts=[TOWER])
+    assert guessed.passing  # detected: a position that is no source's id
+    for evaluator, kwargs in [
+        (CitationGroundingEvaluator(dialect="hash"), {}),
+        (CitationGroundingEvaluator(), {"dialect": "hash"}),
+        (CitationGroundingEvaluator(llm=PleiasLLM(ScriptedBackend(lambda q, s: ""))), {}),
+        (CitationGroundingEvaluator(llm=PleiasLLM("some/model", dialect="hash")), {}),
+    ]:
+        result = evaluator.evaluate(response=AS_HASH, contexts=[TOWER], **kwargs)
+        assert not result.passing and "is not one of the sources" in result.feedback
+    node = NodeWithScore(node=TextNode(text=TOWER), score=1.0)
+    response = Response(response=AS_HASH, source_nodes=[node], metadata={"dialect": "hash"})
+    assert not CitationGroundingEvaluator().evaluate_response(response=response).passing
+    with pytest.raises(ValueError, match="unknown dialect"):
+        CitationGroundingEvaluator(dialect="xml")
+
+
+async def test_async_evaluation_checks_quotes_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from pleias_rag.verify import SourceText
+
+    seen: list[int] = []
+    real = SourceText.locate
+
+    def locate(self: SourceText, quote: str, **kwargs: Any) -> Any:
+        seen.append(threading.get_ident())
+        return real(self, quote, **kwargs)
+
+    monkeypatch.setattr(SourceText, "locate", locate)
+    loop_thread = threading.get_ident()
+    raw = hash_output("Analysis.", f"In 1889{ref(Source(TOWER), 'was completed in 1889')}.")
+    result = await CitationGroundingEvaluator().aevaluate(response=raw, contexts=[TOWER])
+    node = NodeWithScore(node=TextNode(text=TOWER), score=1.0)
+    response = Response(response=raw, source_nodes=[node])
+    by_response = await CitationGroundingEvaluator().aevaluate_response(response=response)
+    assert result.passing and by_response.passing
+    assert seen and loop_thread not in seen
