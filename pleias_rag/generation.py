@@ -1,7 +1,8 @@
 """Generation settings, and the checks of a call's sources and batch items.
 
 :class:`GenerationSettings` holds the Pleias recommendations (greedy, no repetition penalty,
-stop on ``<|answer_end|>`` or EOS) and validates per-call overrides. The class every backend
+stop on ``<|answer_end|>`` or EOS) and validates per-call overrides; adapters take the options it
+names (:data:`GENERATION_OPTIONS`) through :func:`generation_kwargs`. The class every backend
 is, :class:`~pleias_rag.backend.Backend`, is importable from here too.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .checks import check_int, check_number, check_query
-from .errors import InvalidArgument
+from .errors import InvalidArgument, InvalidType
 from .sources import Source, make_sources
 
 if TYPE_CHECKING:
@@ -111,6 +112,48 @@ class GenerationSettings:
                 continue
             changes[name] = () if name == "stop" and value is None else value
         return dataclasses.replace(self, **changes) if changes else self
+
+
+#: The names of the generation options every backend takes: GenerationSettings' fields, so
+#: that an option added to the core reaches every adapter with no edit there.
+GENERATION_OPTIONS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(GenerationSettings))
+
+
+def generation_kwargs(
+    *layers: Mapping[str, Any],
+    aliases: Mapping[str, str] | None = None,
+    base: GenerationSettings | None = None,
+    also: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The generation keyword arguments of an adapter's call, checked by the core.
+
+    ``layers`` (an adapter's defaults, then per-call overrides...) are applied in order; a
+    ``None`` value means "not given" and is left out. Names are :data:`GENERATION_OPTIONS`
+    (``aliases`` maps other accepted names to them, e.g. ``{"max_tokens": "max_new_tokens"}``);
+    the result is validated by merging it into ``base`` (default ``GenerationSettings()``), so
+    a bad value fails when the call is made, with the core's message. The values are returned
+    as given, for the backend to merge into its own settings.
+
+    Raises:
+        InvalidType: an unknown name (as Python does for an unexpected keyword argument);
+            the message lists the options and the names of ``also`` (the caller's others).
+        InvalidArgument: a value out of range, or ``min_new_tokens`` above ``max_new_tokens``.
+    """
+    aliases = aliases or {}
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name = aliases.get(key, key)
+            if name not in GENERATION_OPTIONS:
+                names = ", ".join((*GENERATION_OPTIONS, *aliases))
+                extra = f" (and {', '.join(f'{n}=...' for n in also)})" if also else ""
+                raise InvalidType(
+                    f"unexpected keyword argument {key!r}: generation takes {names}{extra}"
+                )
+            if value is not None:
+                out[name] = value
+    (base or GenerationSettings()).merged(**out)
+    return out
 
 
 def _check_stop(stop: object) -> tuple[str, ...]:
