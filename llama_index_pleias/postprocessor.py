@@ -63,7 +63,8 @@ class PleiasReranker(BaseNodePostprocessor):
     ``m`` mentioned nodes the ``i``-th (from 0) scores ``1 - 0.5 * i / m``, within (0.5, 1],
     the first 1.0; unused nodes score 0.0 and unseen ones None, as above. With
     ``analysis_only=False`` (the default for ``keep="cited"``) the model writes its answer
-    too and nodes score by use: 1.0 cited, 0.5 mentioned, 0.0 unused.
+    too and nodes score by use: 1.0 cited, 0.75 cited by approximate quotes only, 0.5
+    mentioned, 0.0 unused.
 
     Each call emits LlamaIndex's ``CBEventType.RERANKING`` callback event (payload: the
     nodes in, the model, the query and ``top_n``; the nodes out at its end) and the

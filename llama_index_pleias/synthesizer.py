@@ -34,7 +34,7 @@ from llama_index_instrumentation import get_dispatcher
 from pleias_rag import Citation, CitationCompleted, Event, Finished, PleiasAnswer, Source
 from pleias_rag.errors import InvalidArgument
 from pleias_rag.fallback import VisibleText, visible_text
-from pleias_rag.views.ranking import CITED_SCORE, SourceUse, source_uses
+from pleias_rag.views.ranking import SourceUse, cited_score, source_uses
 
 from ._convert import (
     DEFAULT_MODEL,
@@ -473,7 +473,7 @@ def _streamed_nodes(citations: Sequence[Citation], converted: NodeSources) -> li
 
     def use_of(source: Source) -> SourceUse:
         cites = tuple(c for c in citations if any(s is source for s in c.credited))
-        score = CITED_SCORE if cites else None
+        score = cited_score(cites) if cites else None
         return SourceUse(source, cites, False, score, 0)
 
     return _marker_nodes(citations, use_of)[0]

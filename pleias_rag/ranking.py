@@ -1,6 +1,7 @@
 """Kept for imports: source ranking lives in :mod:`pleias_rag.views.ranking`."""
 
 from .views.ranking import (
+    APPROXIMATE_SCORE,
     CITED_SCORE,
     MENTIONED_SCORE,
     UNUSED_SCORE,
@@ -10,6 +11,7 @@ from .views.ranking import (
 )
 
 __all__ = [
+    "APPROXIMATE_SCORE",
     "CITED_SCORE",
     "MENTIONED_SCORE",
     "UNUSED_SCORE",

@@ -28,8 +28,8 @@ EXPORTS = {
         "RemoteError", "RemoteStatusError", "RemoteTimeoutError", "SERVER_PRESETS", "ServerKind",
     },
     "pleias_rag.views": {
-        "CITED_SCORE", "MAX_QUOTE_CHARS", "MENTIONED_SCORE", "NONE_CITED", "SourceUse",
-        "UNUSED_SCORE", "answer_fragment", "answer_with_sources", "by_number",
+        "APPROXIMATE_SCORE", "CITED_SCORE", "MAX_QUOTE_CHARS", "MENTIONED_SCORE", "NONE_CITED",
+        "SourceUse", "UNUSED_SCORE", "answer_fragment", "answer_with_sources", "by_number",
         "citation_label", "cited_uses", "first_per_number", "render_page", "source_label",
         "source_uses", "sources_list", "to_markdown",
     },

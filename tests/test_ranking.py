@@ -29,3 +29,18 @@ def test_unknown_ids_never_attach_to_a_source() -> None:
     ans = parse_response(raw, [A, B])
     assert cited_uses(ans) == []
     assert all(not u.cited for u in source_uses(ans))
+
+
+def test_approximate_quotes_are_not_credited_as_verified_ones() -> None:
+    e = Source("The Eiffel Tower was completed in 1889 for the World's Fair in Paris.")
+    raw = (
+        f"**{C.id}** matters.<|source_analysis_end|><|answer_start|>"
+        f'x<ref name="{e.id}">"The Eiffel Tower was finished in 1889 for the World\'s Fair"</ref>'
+        f' y<ref name="{B.id}">"Beta text"</ref>.<|answer_end|>'
+    )
+    ans = parse_response(raw, [e, B, C])
+    assert [c.status for c in ans.citations] == ["approximate", "verified"]
+    uses = source_uses(ans)
+    # Cited first, but its only quote is close, not its words: after the verified source.
+    assert [(u.source, u.score) for u in uses] == [(B, 1.0), (e, 0.75), (C, 0.5)]
+    assert [u.source for u in cited_uses(ans)] == [B, e]

@@ -15,9 +15,18 @@ from .html import answer_fragment, render_page
 from .labels import by_number, citation_label, first_per_number, source_label
 from .markdown import to_markdown
 from .plain import MAX_QUOTE_CHARS, NONE_CITED, answer_with_sources, sources_list
-from .ranking import CITED_SCORE, MENTIONED_SCORE, UNUSED_SCORE, SourceUse, cited_uses, source_uses
+from .ranking import (
+    APPROXIMATE_SCORE,
+    CITED_SCORE,
+    MENTIONED_SCORE,
+    UNUSED_SCORE,
+    SourceUse,
+    cited_uses,
+    source_uses,
+)
 
 __all__ = [
+    "APPROXIMATE_SCORE",
     "CITED_SCORE",
     "MAX_QUOTE_CHARS",
     "MENTIONED_SCORE",

@@ -12,6 +12,8 @@ from ..sources import Source
 
 #: Relevance given to a source by how the model used it (higher is more relevant).
 CITED_SCORE = 1.0
+#: A source whose only quotes are approximate: it holds words close to them, not them.
+APPROXIMATE_SCORE = 0.75
 MENTIONED_SCORE = 0.5
 UNUSED_SCORE = 0.0
 
@@ -22,7 +24,8 @@ class SourceUse:
 
     ``citations`` are the citations whose quote it holds (:attr:`Citation.credited`): the
     verified and approximate ones naming it, and misattributed ones naming another source;
-    unverified quotes credit nothing. ``rank`` is its place in the model's own ordering:
+    unverified quotes credit nothing. A source credited by approximate quotes only scores
+    :data:`APPROXIMATE_SCORE` and ranks after those holding a quote word for word. ``rank`` is its place in the model's own ordering:
     cited in order of first citation, then mentioned in order of mention, then the sources
     the model never saw (left out of the prompt by the context budget or the source limit:
     ``seen`` is False and ``score`` None, their relevance is unknown), then the rest, seen and
@@ -57,6 +60,15 @@ class SourceUse:
         }
 
 
+def cited_score(citations: Sequence[Citation]) -> float:
+    """The score of a source credited by ``citations``: :data:`CITED_SCORE` when one of them
+    is in it word for word (verified, or misattributed to another), else
+    :data:`APPROXIMATE_SCORE`."""
+    if any(c.status != "approximate" for c in citations):
+        return CITED_SCORE
+    return APPROXIMATE_SCORE
+
+
 def source_uses(answer: PleiasAnswer, sources: Sequence[Source] | None = None) -> list[SourceUse]:
     """Every source (the answer's own by default), ranked by the model's use of it."""
     sources = list(answer.sources if sources is None else sources)
@@ -74,9 +86,10 @@ def source_uses(answer: PleiasAnswer, sources: Sequence[Source] | None = None) -
         mentioned = s.id in mention_rank
         seen = bool(cites or mentioned) or s.id not in unseen
         score: float | None = (
-            CITED_SCORE if cites else MENTIONED_SCORE if mentioned else UNUSED_SCORE
+            cited_score(cites) if cites else MENTIONED_SCORE if mentioned else UNUSED_SCORE
         )
-        group = 0 if cites else 1 if mentioned else 3 if seen else 2
+        exact = score == CITED_SCORE
+        group = 0 if exact else 1 if cites else 2 if mentioned else 4 if seen else 3
         key = (
             group,
             first_cited.get(id(s), 0) if cites else mention_rank.get(s.id, pos),
