@@ -60,6 +60,10 @@ WORD = re.compile(r"\d+(?:[.,]\d+)*|°[^\W\d_]*|\w+(?:['’]\w+)*|[^\w\s]")
 # A number as written: its sign, and the separators and spaces between its digit groups
 # ("- 40" is not "-40", "3, 500" not "3,500", "12 34" not "1234").
 _NUMBER = re.compile(r"(?<!\w)(?:[-+±]\s*)?\d+(?:\s*[.,]\s*\d+|\s+\d+)*")
+# Units whose case is their meaning: an SI prefix and unit ("mW"/"MW", "Mb"/"MB", "ms"/"Ms").
+_CASED_UNIT = re.compile(
+    r"(?!(?i:am|pm)$)(?i:[pnµumckMGT]?(?:Wh|W|B|b|bit|bps|g|m|s|Hz|V|A|J|N|Pa|L|l|t|eV|F|K))"
+)
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
 _DASHES = str.maketrans(dict.fromkeys("‐‑‒–—―−", "-"))
 # Prefixes that make a word its opposite ("possible"/"impossible"), and words that only look
@@ -130,13 +134,13 @@ def numbers(text: str) -> list[str]:
 
 
 def units(text: str) -> list[str]:
-    """The units of ``text``, case kept ("mW" is not "MW", "Mb" not "MB"): known unit words,
-    degree scales, and short words written right after a number."""
-    tokens = WORD.findall(text)
+    """The units written right after a number, case kept ("mW" is not "MW", "Mb" not "MB",
+    "m" not "M"), and degree scales ("°C")."""
+    tokens = WORD.findall(text.translate(_INVISIBLE))
     out = []
     for i, t in enumerate(tokens):
-        after_number = i > 0 and has_digit(tokens[i - 1]) and t.isalpha() and len(t) <= 4
-        if after_number or t.startswith("°") or t.casefold() in UNITS:
+        after_number = i > 0 and has_digit(tokens[i - 1]) and _CASED_UNIT.fullmatch(t)
+        if after_number or t.startswith("°"):
             out.append(t)
     return out
 

@@ -131,10 +131,10 @@ def _fold(text: str, *, compact: bool) -> tuple[str, list[int]]:
     """Casefolded ``text`` with quote/dash styles unified and zero-width characters gone,
     and the original index of each output character.
 
-    ``compact`` also drops whitespace (OCR spacing: "Eiffel T ower", "199 0s") and hyphens
-    between letters ("mas-\\nsive"), but not a space before a group of three digits, a
-    thousands separator: "1 665" is neither "1665" nor "1,665". Otherwise runs of
-    whitespace become one space.
+    ``compact`` also drops whitespace (OCR spacing: "Eiffel T ower") and hyphens between
+    letters ("mas-\\nsive"), but not a space before a group of three digits, a thousands
+    separator: "1 665" is neither "1665" nor "1,665" (a match must then keep every number as
+    written: see :func:`_same_facts`). Otherwise runs of whitespace become one space.
     """
     groups = {m.end() for m in _THOUSANDS.finditer(text)} if compact else set()
     out: list[str] = []
@@ -446,9 +446,7 @@ def _compare(quote: str, found: str) -> tuple[tuple[WordChange, ...], str]:
         touched = any(qp[max(0, i1 - (i1 == i2)) : i2 + (i1 == i2)])
         touched = touched or any(fp[max(0, j1 - (j1 == j2)) : j2 + (j1 == j2)])
         # "possible" for "impossible": a prefix that negates is a negation.
-        touched = touched or any(
-            meaning.negated_pair(a, b) for a in qw[i1:i2] for b in fw[j1:j2]
-        )
+        touched = touched or any(meaning.negated_pair(a, b) for a in qw[i1:i2] for b in fw[j1:j2])
         if touched and not problem:
             said = " ".join(qw[i1:i2]) or "nothing"
             has = " ".join(fw[j1:j2]) or "nothing"

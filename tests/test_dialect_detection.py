@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from corpus_sources import CORPUS, CORPUS_2, corpus_query, corpus_sources
+
 from pleias_rag import PleiasAnswer, Source, StreamParser, parse_response
 
 INDEX_2 = {e["file"]: e for e in json.loads((CORPUS_2 / "index.json").read_text())}

@@ -238,9 +238,7 @@ def test_normalization_never_changes_a_unit_sign_separator_or_digit_group(
         ("It is 10 % higher than last year", "it is 10 % higher than last year"),
     ],
 )
-def test_normalization_still_forgives_case_and_styles_around_facts(
-    source: str, quote: str
-) -> None:
+def test_normalization_still_forgives_case_and_styles_around_facts(source: str, quote: str) -> None:
     assert locate_quote(quote, source).kind == "normalized"
 
 
@@ -257,9 +255,7 @@ def test_normalization_still_forgives_case_and_styles_around_facts(
         ("The plan was possible to carry out in a year.", "was impossible to carry out"),
     ],
 )
-def test_a_changed_unit_or_negating_prefix_is_not_even_approximate(
-    source: str, quote: str
-) -> None:
+def test_a_changed_unit_or_negating_prefix_is_not_even_approximate(source: str, quote: str) -> None:
     src = Source(source)
     raw = hash_output(f'x<ref name="{src.id}">"{quote}"</ref>.')
     (c,) = parse_response(raw, [src]).citations
@@ -286,11 +282,17 @@ def test_ordinary_words_are_not_read_as_negating_prefixes(source: str, quote: st
 def test_negated_pair() -> None:
     from pleias_rag.meaning import negated_pair
 
-    for a, b in [("possible", "impossible"), ("toxic", "non-toxic"), ("legal", "illegal"),
-                 ("regular", "irregular"), ("agree", "disagree"), ("known", "unknown")]:  # fmt: skip
+    opposites = [
+        ("possible", "impossible"), ("toxic", "non-toxic"), ("legal", "illegal"),
+        ("regular", "irregular"), ("agree", "disagree"), ("known", "unknown"),
+    ]  # fmt: skip
+    for a, b in opposites:
         assert negated_pair(a, b) and negated_pair(b, a), (a, b)
-    for a, b in [("form", "inform"), ("side", "inside"), ("port", "import"), ("do", "undo"),
-                 ("cover", "discover"), ("press", "impress"), ("come", "income")]:  # fmt: skip
+    lookalikes = [
+        ("form", "inform"), ("side", "inside"), ("port", "import"), ("do", "undo"),
+        ("cover", "discover"), ("press", "impress"), ("come", "income"),
+    ]  # fmt: skip
+    for a, b in lookalikes:
         assert not negated_pair(a, b), (a, b)
 
 
@@ -408,7 +410,8 @@ def test_an_unclosed_ref_never_verifies_a_prefix_the_model_did_not_quote(dialect
         f'It opened<ref name="{name}">The Eiffel Tower was built in 1900 by the city council. '
         "It remains popular."
     )
-    raw = hash_output(body) if dialect == "hash" else f"English\n<|answer_start|>{body}<|answer_end|>"
+    numbered = f"English\n<|answer_start|>{body}<|answer_end|>"
+    raw = hash_output(body) if dialect == "hash" else numbered
     for ans in (parse_response(raw, [TOWER], dialect), _streamed(raw, [TOWER], dialect=dialect)):
         assert ans.answer == "It opened[1]. It remains popular."
         (c,) = ans.citations

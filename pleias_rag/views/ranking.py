@@ -25,9 +25,10 @@ class SourceUse:
     ``citations`` are the citations whose quote it holds (:attr:`Citation.credited`): the
     verified and approximate ones naming it, and misattributed ones naming another source;
     unverified quotes credit nothing. A source credited by approximate quotes only scores
-    :data:`APPROXIMATE_SCORE` and ranks after those holding a quote word for word. ``rank`` is its place in the model's own ordering:
-    cited in order of first citation, then mentioned in order of mention, then the sources
-    the model never saw (left out of the prompt by the context budget or the source limit:
+    :data:`APPROXIMATE_SCORE` and ranks after those holding a quote word for word. ``rank``
+    is its place in the model's own ordering: cited in order of first citation, then
+    mentioned in order of mention, then the sources the model never saw (left out of the
+    prompt by the context budget or the source limit:
     ``seen`` is False and ``score`` None, their relevance is unknown), then the rest, seen and
     unused, in input order.
     """
