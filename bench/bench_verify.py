@@ -163,8 +163,10 @@ def fact_sources(text: str, quote: str, rng: random.Random) -> Iterator[tuple[st
         return
     m = rng.choice(numbers)
     cut = at + m.start()
-    yield "dash joined to a number", text[:cut] + "— " + text[cut:], (
-        quote[: m.start()] + "-" + quote[m.start() :]
+    yield (
+        "dash joined to a number",
+        text[:cut] + "— " + text[cut:],
+        (quote[: m.start()] + "-" + quote[m.start() :]),
     )
     if m.end() - m.start() >= 3:
         k = rng.randint(1, m.end() - m.start() - 1)
