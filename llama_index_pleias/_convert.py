@@ -14,7 +14,6 @@ from collections.abc import (
     Callable,
     Generator,
     Iterable,
-    Mapping,
     Sequence,
 )
 from dataclasses import dataclass, field
@@ -47,8 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Metadata key of the citation annotations on returned nodes (kept out of LLM/embed text).
 PLEIAS_METADATA_KEY = "pleias_citations"
-#: Generation keyword arguments every backend takes.
-GEN_KWARGS = ("max_new_tokens", "temperature", "top_p", "seed", "stop")
 #: The model used when none is named.
 DEFAULT_MODEL = "PleIAs/Pleias-RAG-350M"
 
@@ -61,25 +58,6 @@ ChunkOf: TypeAlias = Callable[[Event, VisibleText], _Chunk | None]
 
 
 # --------------------------------------------------------------------------- models
-
-
-def gen_kwargs(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Generation kwargs: ``defaults`` (None values left out) updated with per-call ones.
-
-    ``max_tokens`` is accepted as an alias of ``max_new_tokens``; any other unknown key is an
-    error rather than silently ignored.
-    """
-    out = {k: v for k, v in defaults.items() if v is not None}
-    for key, value in overrides.items():
-        name = "max_new_tokens" if key == "max_tokens" else key
-        if name not in GEN_KWARGS:
-            raise InvalidType(
-                f"unexpected keyword argument {key!r}: generation takes {', '.join(GEN_KWARGS)}"
-                " (and sources=...)"
-            )
-        if value is not None:
-            out[name] = value
-    return out
 
 
 class Call:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import (
@@ -34,6 +34,7 @@ from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer
 from pleias_rag.backend import Backend, resolve_backend
 from pleias_rag.errors import InvalidType
 from pleias_rag.fallback import VisibleText, visible_text
+from pleias_rag.generation import GENERATION_OPTIONS, generation_kwargs
 
 from ._convert import (
     DEFAULT_MODEL,
@@ -43,7 +44,6 @@ from ._convert import (
     chat_inputs,
     chunks,
     citation_blocks,
-    gen_kwargs,
     source_numbering,
     to_sources,
 )
@@ -109,6 +109,10 @@ class PleiasLLM(CustomLLM):
         top_p: nucleus sampling when temperature > 0.
         seed: random seed for sampling.
         stop: extra stop strings.
+        min_new_tokens: generate at least this many tokens (benchmarks). Every other option
+            of ``pleias_rag.GenerationSettings`` is taken too, by name, in the constructor
+            and per call; those without a field of their own are kept in ``generation``.
+        generation: a dict of such options (``to_dict`` writes them there).
 
     Examples:
         >>> from llama_index_pleias import PleiasLLM
@@ -130,16 +134,21 @@ class PleiasLLM(CustomLLM):
     top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="Nucleus sampling.")
     seed: int | None = Field(default=None, description="Sampling seed.")
     stop: list[str] | None = Field(default=None, description="Extra stop strings.")
+    generation: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The core's other generation options (min_new_tokens...), by name.",
+    )
 
     _backend: Backend | None = PrivateAttr(default=None)
     _given_backend: bool = PrivateAttr(default=False)
 
     def __init__(self, model: str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any):
+        kwargs = _fold_generation(type(self).model_fields, kwargs)
         unknown = sorted(set(kwargs) - set(type(self).model_fields))
         if unknown:  # pydantic would ignore them: a typo must not pass silently
             raise InvalidType(
                 f"PleiasLLM got unexpected keyword argument(s) {unknown}: it takes model, "
-                "dialect, device, dtype, max_new_tokens, temperature, top_p, seed, stop (and "
+                f"dialect, device, dtype, {', '.join(GENERATION_OPTIONS)}, generation (and "
                 "LlamaIndex's LLM fields such as callback_manager)"
             )
         backend = None
@@ -150,6 +159,7 @@ class PleiasLLM(CustomLLM):
         else:
             resolve_backend(model)  # raises the error that names what to give
         super().__init__(model=name, **kwargs)
+        self.generation_kwargs()  # a bad value fails here, with the core's message
         watch_synthesizers()
         self._backend = backend
         self._given_backend = backend is not None
@@ -220,6 +230,7 @@ class PleiasLLM(CustomLLM):
 
     def with_settings(self, **settings: Any) -> PleiasLLM:
         """A copy with other settings (validated), sharing this one's backend when resolved."""
+        settings = _fold_generation(type(self).model_fields, settings, self.generation)
         unknown = set(settings) - set(type(self).model_fields)
         if unknown:
             raise InvalidType(f"unknown PleiasLLM settings: {sorted(unknown)}")
@@ -235,15 +246,16 @@ class PleiasLLM(CustomLLM):
         return copy
 
     def generation_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """This LLM's generation settings, updated with per-call ones."""
-        defaults = {
-            "max_new_tokens": self.max_new_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "seed": self.seed,
-            "stop": self.stop,
-        }
-        return gen_kwargs(defaults, overrides)
+        """This LLM's generation settings, updated with per-call ones, checked by the core.
+
+        The names are the core's (``pleias_rag.generation.GENERATION_OPTIONS``), plus
+        ``max_tokens`` for ``max_new_tokens``; None leaves a setting as it is.
+        """
+        fields = type(self).model_fields
+        defaults = {name: getattr(self, name) for name in GENERATION_OPTIONS if name in fields}
+        return generation_kwargs(
+            defaults, self.generation, overrides, aliases=_ALIASES, also=("sources",)
+        )
 
     def _prepare(self, prompt: str, formatted: bool, kwargs: dict[str, Any]) -> Call:
         sources = to_sources(kwargs.pop("sources", None))
@@ -386,6 +398,30 @@ class PleiasLLM(CustomLLM):
 
 
 _LOAD_SETTINGS = ("dialect", "device", "dtype")
+#: LlamaIndex's usual name for the output limit.
+_ALIASES = {"max_tokens": "max_new_tokens"}
+
+
+def _fold_generation(
+    fields: Mapping[str, Any], kwargs: Mapping[str, Any], current: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """``kwargs`` with the core's generation options that are no field of their own (such as
+    ``min_new_tokens``) moved into ``generation``, over ``current``: so that an option added
+    to ``GenerationSettings`` is taken here with no edit."""
+    kwargs = dict(kwargs)
+    given = kwargs.pop("generation", None)
+    if given is not None and not isinstance(given, Mapping):
+        raise InvalidType(f"generation must be a dict of options, got {type(given).__name__}")
+    generation = {**(current or {}), **(given or {})}
+    for name in generation:
+        if name in fields:  # one place per setting: to_dict must not hold it twice
+            raise InvalidType(f"give {name}= itself, not inside generation=")
+    for name in GENERATION_OPTIONS:
+        if name in kwargs and name not in fields:
+            generation[name] = kwargs.pop(name)
+    if generation or given is not None:
+        kwargs["generation"] = {k: v for k, v in generation.items() if v is not None}
+    return kwargs
 
 
 def raw_of(answer: PleiasAnswer) -> dict[str, Any]:
