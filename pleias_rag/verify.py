@@ -453,12 +453,15 @@ def _compare(quote: str, found: str) -> tuple[tuple[WordChange, ...], str]:
             problem = (
                 f"a number, unit or negation differs: the quote has {said!r}, the source {has!r}"
             )
-    if not problem and meaning.numbers(quote) != meaning.numbers(found):
-        said, has = meaning.numbers(quote), meaning.numbers(found)
-        problem = f"a number is written differently: the quote has {said}, the source {has}"
-    if not problem and meaning.units(quote) != meaning.units(found):
-        said, has = meaning.units(quote), meaning.units(found)
-        problem = f"a unit differs (case counts): the quote has {said}, the source {has}"
+    # Changes the casefolded words cannot show: a number's spacing, sign or separators, and
+    # a unit's case.
+    for what, read in (("a number", meaning.numbers), ("a unit", meaning.units)):
+        in_quote, in_source = read(quote), read(found)
+        if not problem and in_quote != in_source:
+            problem = (
+                f"{what} is written differently (case, spacing and signs count): the quote has "
+                f"{' '.join(in_quote) or 'none'!r}, the source {' '.join(in_source) or 'none'!r}"
+            )
     return tuple(changes), problem
 
 
