@@ -32,7 +32,7 @@ from llama_index_instrumentation import get_dispatcher
 
 from pleias_rag import AnswerDelta, Event, Finished, PleiasAnswer
 from pleias_rag.backend import Backend, resolve_backend
-from pleias_rag.errors import InvalidType
+from pleias_rag.errors import InvalidArgument, InvalidType
 from pleias_rag.fallback import VisibleText, visible_text
 from pleias_rag.generation import GENERATION_OPTIONS, generation_kwargs
 
@@ -422,6 +422,22 @@ def _fold_generation(
     if generation or given is not None:
         kwargs["generation"] = {k: v for k, v in generation.items() if v is not None}
     return kwargs
+
+
+def as_pleias_llm(
+    model: PleiasLLM | str | os.PathLike[str] | Backend, settings: dict[str, Any]
+) -> PleiasLLM:
+    """The PleiasLLM a component answers with: ``model``, or ``settings``' ``llm=`` (popped:
+    LlamaIndex's usual spelling, ``PleiasSynthesizer(llm=PleiasLLM(...))``), with the other
+    ``settings`` applied (a given PleiasLLM is copied only when there are some)."""
+    if "llm" in settings:
+        llm = settings.pop("llm")
+        if model is not DEFAULT_MODEL and model != llm:
+            raise InvalidArgument("give the model as model= or llm=, not both")
+        model = llm
+    if isinstance(model, PleiasLLM):
+        return model.with_settings(**settings) if settings else model
+    return PleiasLLM(model, **settings)
 
 
 def raw_of(answer: PleiasAnswer) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
@@ -24,7 +26,7 @@ from ._convert import (
     annotated_copy,
     nodes_to_sources,
 )
-from .llms import PleiasLLM
+from .llms import PleiasLLM, as_pleias_llm
 
 if TYPE_CHECKING:
     from pleias_rag.backend import Backend
@@ -108,12 +110,7 @@ class PleiasReranker(BaseNodePostprocessor):
     def __init__(
         self, model: PleiasLLM | str | os.PathLike[str] | Backend = DEFAULT_MODEL, **kwargs: Any
     ) -> None:
-        if "llm" in kwargs:  # LlamaIndex's usual spelling: PleiasReranker(llm=PleiasLLM(...))
-            given = kwargs.pop("llm")
-            if model is not DEFAULT_MODEL and model != given:
-                raise InvalidArgument("give the model as model= or llm=, not both")
-            model = given
-        llm = model if isinstance(model, PleiasLLM) else PleiasLLM(model)
+        llm = as_pleias_llm(model, {"llm": kwargs.pop("llm")} if "llm" in kwargs else {})
         kwargs["model"] = llm.model
         super().__init__(**kwargs)
         if self.analysis_only is None:
@@ -168,32 +165,38 @@ class PleiasReranker(BaseNodePostprocessor):
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
-        self._start_event(nodes, query_bundle)
-        with self.callback_manager.event(
-            CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
-        ) as event:
-            out: list[NodeWithScore] = []
-            if (call := self._prepare(nodes, query_bundle)) is not None:
+        with self._reranking(nodes, query_bundle) as run:
+            if run.call is not None:
+                call = run.call
                 answer = self._llm.backend.answer(call.query, call.sources, **call.gen)
-                out = self._rank(answer, call)
-            event.on_end(payload={EventPayload.NODES: out})
-        dispatcher.event(ReRankEndEvent(nodes=out))
-        return out
+                run.out = self._rank(answer, call)
+        return run.out
 
     async def _apostprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
+        with self._reranking(nodes, query_bundle) as run:
+            if run.call is not None:
+                call = run.call
+                answer = await self._llm.backend.aanswer(call.query, call.sources, **call.gen)
+                run.out = self._rank(answer, call)
+        return run.out
+
+    @contextmanager
+    def _reranking(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None
+    ) -> Iterator[_Ranking]:
+        """One reranking inside its instrumentation and callback events (the sync and async
+        entry points share it): the caller asks the model ``run.call`` (None: nothing to
+        rank) and sets ``run.out``."""
         self._start_event(nodes, query_bundle)
         with self.callback_manager.event(
             CBEventType.RERANKING, payload=self._payload(nodes, query_bundle)
         ) as event:
-            out: list[NodeWithScore] = []
-            if (call := self._prepare(nodes, query_bundle)) is not None:
-                answer = await self._llm.backend.aanswer(call.query, call.sources, **call.gen)
-                out = self._rank(answer, call)
-            event.on_end(payload={EventPayload.NODES: out})
-        dispatcher.event(ReRankEndEvent(nodes=out))
-        return out
+            run = _Ranking(self._prepare(nodes, query_bundle))
+            yield run
+            event.on_end(payload={EventPayload.NODES: run.out})
+        dispatcher.event(ReRankEndEvent(nodes=run.out))
 
     def _rank(self, answer: PleiasAnswer, call: Call) -> list[NodeWithScore]:
         uses = source_uses(answer, call.sources)
@@ -206,6 +209,16 @@ class PleiasReranker(BaseNodePostprocessor):
             if self.top_n is not None and len(out) >= self.top_n:
                 break
         return out
+
+
+class _Ranking:
+    """One reranking: the model call (None: no node to rank) and the nodes it returns."""
+
+    __slots__ = ("call", "out")
+
+    def __init__(self, call: Call | None) -> None:
+        self.call = call
+        self.out: list[NodeWithScore] = []
 
 
 def _mention_scores(uses: list[SourceUse]) -> dict[int, float | None]:

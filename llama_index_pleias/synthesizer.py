@@ -51,7 +51,7 @@ from ._convert import (
     text_delta,
     unknown_marker_node,
 )
-from .llms import PleiasLLM, raw_of
+from .llms import PleiasLLM, as_pleias_llm, raw_of
 
 if TYPE_CHECKING:
     from pleias_rag.backend import Backend
@@ -164,7 +164,7 @@ class PleiasSynthesizer(BaseSynthesizer):
         if return_nodes not in ("cited", "all"):
             raise InvalidArgument("return_nodes must be 'cited' or 'all'")
         self._return_nodes: ReturnNodes = return_nodes
-        llm = _as_llm(model, llm_kwargs)
+        llm = as_pleias_llm(model, llm_kwargs)
         super().__init__(
             llm=llm,
             callback_manager=callback_manager,
@@ -381,19 +381,6 @@ class _Synthesis:
         """The response (made by now)."""
         assert self.response is not None
         return self.response
-
-
-def _as_llm(
-    model: PleiasLLM | str | os.PathLike[str] | Backend, kwargs: dict[str, Any]
-) -> PleiasLLM:
-    if "llm" in kwargs:  # LlamaIndex's usual spelling: PleiasSynthesizer(llm=PleiasLLM(...))
-        llm = kwargs.pop("llm")
-        if model is not DEFAULT_MODEL and model != llm:
-            raise InvalidArgument("give the model as model= or llm=, not both")
-        model = llm
-    if isinstance(model, PleiasLLM):
-        return model.with_settings(**kwargs) if kwargs else model
-    return PleiasLLM(model, **kwargs)
 
 
 def _prompt_text(run: _Synthesis) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from llama_index.core.schema import NodeWithScore, TextNode
+from li_support import ScriptedBackend, hash_output, ref
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from llama_index_pleias import PleiasLLM, PleiasReranker, PleiasSynthesizer
 from pleias_rag import Backend, ScriptedEngine
@@ -35,6 +38,35 @@ def test_llm_is_taken_as_the_model() -> None:
     assert PleiasReranker(llm=llm).llm is llm
     with pytest.raises(ValueError, match="not both"):
         PleiasSynthesizer("other/model", llm=llm)
+
+
+def test_reranker_and_synthesizer_resolve_the_model_alike() -> None:
+    llm = scripted_llm()
+    for component in (PleiasSynthesizer, PleiasReranker):
+        with pytest.raises(ValueError, match="not both"):
+            component("other/model", llm=llm)
+        assert component(llm, llm=llm).llm is llm  # the same model twice is no conflict
+        assert component(llm="some/model").llm.model == "some/model"
+        assert component("some/model").llm.model == "some/model"
+    # The synthesizer's extra keywords are settings of a copy; the reranker's are its own.
+    assert PleiasSynthesizer(llm=llm, max_new_tokens=9).llm.max_new_tokens == 9
+    assert PleiasReranker(llm=llm, max_new_tokens=9).llm is llm
+
+
+async def test_reranker_sync_and_async_agree() -> None:
+    def script(query: str, sources: Any) -> str:
+        return hash_output(
+            f"**{sources[1].id}** helps.", "In Paris" + ref(sources[0], "Paris") + "."
+        )
+
+    reranker = PleiasReranker(PleiasLLM(ScriptedBackend(script)), analysis_only=False)
+    texts = ("The tower is in Paris.", "It is tall.", "Unrelated.")
+    nodes = [NodeWithScore(node=TextNode(text=t, id_=t)) for t in texts]
+    ranked = reranker.postprocess_nodes(nodes, query_str="Where?")
+    aranked = await reranker.apostprocess_nodes(nodes, query_bundle=QueryBundle("Where?"))
+    expected = [("The tower is in Paris.", 1.0), ("It is tall.", 0.5)]
+    assert [(n.node_id, n.score) for n in ranked] == expected
+    assert [(n.node_id, n.score) for n in aranked] == expected
 
 
 def test_an_empty_response_has_every_metadata_key() -> None:
