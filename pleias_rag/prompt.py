@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from .checks import check_query
 from .dialects import HASH, NUMBERED, check_dialect
 from .errors import InvalidArgument
 from .sources import Source, SourceGroup, group_sources
@@ -56,14 +57,6 @@ def escape_text(text: str) -> str:
     return _INJECTION.sub(lambda m: m.group() + ZWSP, text)
 
 
-def _check_query(query: object) -> str:
-    if not isinstance(query, str):
-        raise InvalidArgument(f"query must be a str, got {type(query).__name__}")
-    if not query.strip():
-        raise InvalidArgument("query is empty: ask a question")
-    return query
-
-
 def prompt_segments(
     query: str, sources: Sequence[Source] | Sequence[SourceGroup], dialect: str
 ) -> list[Segment]:
@@ -72,7 +65,7 @@ def prompt_segments(
     ``sources`` are sent in the order given; sources sharing an id are sent once.
     """
     dialect = check_dialect(dialect)
-    query = _check_query(query)
+    query = check_query(query)
     groups = _as_groups(sources)
     segs: list[Segment] = [
         Segment("marker", "<|query_start|>"),

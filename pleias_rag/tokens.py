@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .checks import check_int
 from .dialects import NUMBERED, NUMBERED_MAX_SOURCES, check_dialect
 from .errors import InvalidArgument, PromptTooLong
 from .prompt import ZWSP, Segment, prompt_segments
@@ -290,21 +291,12 @@ class PromptEncoder:
     ) -> None:
         self.dialect = check_dialect(dialect)
         self.codec = tokenizer if isinstance(tokenizer, TokenCodec) else TokenCodec(tokenizer)
-        if isinstance(context_window, bool) or not isinstance(context_window, int):
-            raise InvalidArgument(f"context_window must be an int, got {context_window!r}")
-        if context_window < 2:
-            raise InvalidArgument(f"context_window must be >= 2, got {context_window}")
-        self.context_window = context_window
+        self.context_window = check_int("context_window", context_window, 2)
         if max_sources is None and self.dialect == NUMBERED:
             max_sources = NUMBERED_MAX_SOURCES
-        if max_sources is not None and (
-            isinstance(max_sources, bool) or not isinstance(max_sources, int) or max_sources < 0
-        ):
-            raise InvalidArgument(f"max_sources must be an int >= 0 or None, got {max_sources!r}")
-        self.max_sources = max_sources
-        if isinstance(min_source_tokens, bool) or not isinstance(min_source_tokens, int):
-            raise InvalidArgument(f"min_source_tokens must be an int, got {min_source_tokens!r}")
-        self.min_source_tokens = max(1, min_source_tokens)
+        self.max_sources = check_int("max_sources", max_sources, 0, optional=True)
+        # 0 means never drop a cut source; an empty cut is always dropped (at least 1).
+        self.min_source_tokens = max(1, check_int("min_source_tokens", min_source_tokens, 0))
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes inside a prompt."""

@@ -228,12 +228,32 @@ def test_query_too_long_is_a_clear_error(tok: Any, dialect: str) -> None:
     [
         ({"context_window": "big"}, "context_window must be an int"),
         ({"context_window": 1}, "context_window must be >= 2"),
-        ({"context_window": 64, "max_sources": -1}, "max_sources must be an int >= 0"),
+        ({"context_window": 64, "max_sources": -1}, "max_sources must be >= 0"),
+        ({"context_window": 64, "max_sources": 2.5}, "max_sources must be an int"),
+        ({"context_window": 64, "min_source_tokens": "8"}, "min_source_tokens must be an int"),
+        ({"context_window": 64, "min_source_tokens": -1}, "min_source_tokens must be >= 0"),
+        ({"context_window": True}, "context_window must be an int"),
     ],
 )
 def test_bad_encoder_arguments(tok: Any, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PromptEncoder(tok, "hash", **kwargs)
+
+
+def test_encoder_takes_any_integral(tok: Any) -> None:
+    # The one argument check (pleias_rag.checks.check_int): numpy ints count as ints.
+    import numpy as np
+
+    enc = PromptEncoder(
+        tok,
+        "hash",
+        context_window=np.int64(512),
+        max_sources=np.int32(3),
+        min_source_tokens=np.int16(0),
+    )
+    assert (enc.context_window, enc.max_sources, enc.min_source_tokens) == (512, 3, 1)
+    assert type(enc.context_window) is int and type(enc.max_sources) is int
+    assert enc.encode("q?", ["a text"], max_new_tokens=8).prompt
 
 
 def test_bad_inputs(tok: Any, dialect: str) -> None:

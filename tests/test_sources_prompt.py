@@ -97,8 +97,8 @@ def test_zero_sources_is_allowed() -> None:
 def test_prompt_argument_errors() -> None:
     with pytest.raises(ValueError, match="query is empty"):
         render_prompt("  ", [])
-    with pytest.raises(ValueError, match="query must be a str"):
-        render_prompt(None, [])  # type: ignore[arg-type]  # the error under test
+    with pytest.raises(ValueError, match=r"query must be a str \(the question\), got NoneType"):
+        render_prompt(None, [])  # type: ignore[arg-type]  # the one check_query's message
     with pytest.raises(ValueError, match="unknown dialect 'chatml'"):
         render_prompt("q", [], "chatml")
     with pytest.raises(ValueError, match="not a single string"):
