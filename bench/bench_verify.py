@@ -142,9 +142,10 @@ def true_variants(quote: str, rng: random.Random) -> Iterator[tuple[str, str]]:
     yield "zero-width", quote.replace(" ", " \u200b", 2)
 
 
-# Units whose case is their meaning ("mW" milliwatt, "MW" megawatt), written after a number.
+# Units whose case is their meaning ("mW" milliwatt, "MW" megawatt; "K" kelvin, "k" kilo),
+# written after a number.
 _CASED_UNIT = re.compile(
-    r"(?<![\w.,])\d+(?:[.,]\d+)* ?((?:[kmMGµ]?(?:Wh|W|B|b|g|m|s|Hz|V))|mg|kg|km|cm|mm|ms|kb|Mb)"
+    r"(?<![\w.,])\d+(?:[.,]\d+)* ?((?:[kmMGµ]?(?:Wh|W|B|b|g|m|s|Hz|V))|K|mg|kg|km|cm|mm|ms|kb|Mb)"
     r"(?!\w)"
 )
 
@@ -293,7 +294,8 @@ def wrong_elisions(text: str, others: list[str], rng: random.Random) -> Iterator
         yield "elision hides a negation", f"{m.group(1)} (…) {m.group(3)}"
     if pieces and others:
         other = next(spans(rng.choice(others), rng, 1, 4, 8), None)
-        if other:
+        # Not when the cited source has those words too (with other line breaks).
+        if other and " ".join(other.split()) not in " ".join(text.split()):
             yield "elision across sources", f"{pieces[0]} (…) {other}"
 
 
