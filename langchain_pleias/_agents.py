@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from pleias_rag.answer import Citation
 from pleias_rag.views.labels import by_number
 
+from ._compat import claim_span
 from .tools import PleiasRAGTool, _is_tool_artifact, _numbered_answer
 
 #: ``response_metadata`` key of the final answer's markers, each with its documents.
@@ -83,11 +84,14 @@ class PleiasCitationsMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
     - with ``annotate_content=True`` (the default), the message's content becomes standard
       content blocks (``response_metadata["output_version"] = "v1"``) whose text blocks
       carry one LangChain ``Citation`` annotation per quote of each mapped marker: ``id``
-      unique in the message, ``start_index``/``end_index`` the marker in the block's text,
-      ``cited_text`` the source's words, ``title``/``url`` of the document, and in
-      ``extras`` the marker, the number, the tool call id, the source id, the status and the
-      match. ``message.text`` is unchanged. Before each later model call the middleware
-      takes these annotations off again, so the brain's provider gets its own message back.
+      unique in the message, ``start_index``/``end_index`` the claim the marker supports in
+      the block's text (the same rule as a ``ChatPleias`` reply: from the previous marker or
+      the start of the sentence up to the marker), ``cited_text`` the source's words,
+      ``title``/``url`` of the document, and in ``extras`` the marker (and its span,
+      ``answer_start``/``answer_end``), the number, the tool call id, the source id, the
+      status and the match. ``message.text`` is unchanged. Before each later model call the
+      middleware takes these annotations off again, so the brain's provider gets its own
+      message back.
 
     The final message is left as it is when the conversation has no Pleias tool results.
     A LangGraph checkpointer stores the documents as dicts (``Document.model_validate``
@@ -197,7 +201,10 @@ class PleiasCitationsMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                 continue
             text = str(block.get("text", ""))
             added: list[dict[str, Any]] = []
-            for match in MARKER.finditer(text):
+            found = list(MARKER.finditer(text))
+            markers = [m.span() for m in found]
+            for match in found:
+                span = claim_span(text, match.span(), markers)
                 for number in (int(n) for n in re.split(r"\s*[,;]\s*", match.group(1))):
                     claim = claims.get(number)
                     entries.append(_entry(match, number, at, claim))
@@ -206,7 +213,8 @@ class PleiasCitationsMiddleware(AgentMiddleware[AgentState[Any], Any, Any]):
                     for c in claim.cites:
                         if c.sources:  # an unknown id names no document
                             count += 1
-                            added.append(_annotation(c, match, number, claim, f"pleias-{count}"))
+                            ident = f"pleias-{count}"
+                            added.append(_annotation(c, match, span, number, claim, ident))
             if added:
                 block["annotations"] = [*block.get("annotations", ()), *added]
                 annotated = True
@@ -268,15 +276,22 @@ def _entry(match: re.Match[str], number: int, at: int, claim: _Claim | None) -> 
 
 
 def _annotation(
-    c: Citation, match: re.Match[str], number: int, claim: _Claim, ident: str
+    c: Citation,
+    match: re.Match[str],
+    span: tuple[int, int],
+    number: int,
+    claim: _Claim,
+    ident: str,
 ) -> dict[str, Any]:
-    """A standard citation annotation of quote ``c`` for a marker of the brain's answer."""
+    """A standard citation annotation of quote ``c`` for a marker of the brain's answer:
+    ``span`` is the claim the marker supports (:func:`~langchain_pleias._compat.claim_span`,
+    as in a ``ChatPleias`` reply), the marker itself is in ``extras``."""
     src = c.sources[0]
     ann: dict[str, Any] = {
         "type": "citation",
         "id": ident,
-        "start_index": match.start(),
-        "end_index": match.end(),
+        "start_index": span[0],
+        "end_index": span[1],
         "cited_text": c.matched_text or c.quote,
     }
     if src.title:
@@ -285,6 +300,8 @@ def _annotation(
         ann["url"] = src.url
     ann["extras"] = {
         MARKER_KEY: match.group(0),
+        "answer_start": match.start(),
+        "answer_end": match.end(),
         "number": number,
         "tool_call_id": claim.message.tool_call_id,
         "source_id": src.id,

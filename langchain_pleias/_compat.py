@@ -4,8 +4,9 @@ A ``ChatPleias`` reply carries everything in its ``content``, a list of standard
 blocks any LangChain reader understands (no import of this package needed, so a message
 serialized with ``messages_to_dict``/``dumpd`` or kept in a LangGraph checkpoint keeps it):
 a ``reasoning`` block with the source analysis (the numbered dialect's query analysis
-before it; the sources it names written as their titles, else ``source k`` by their place:
-what the stream shows too, before the answer's ``[n]`` exist),
+before it; the sources it names written as their labels, ``source_label``: the title, else
+the url or file, else the first words; what the stream shows too, before the answer's
+``[n]`` exist),
 then a ``text`` block, the answer with ``[n]`` markers, whose ``annotations`` are
 :class:`langchain_core.messages.content.Citation` dicts. ``reply.text`` is the plain
 answer. The other sections (language, query report...) stay in
@@ -34,6 +35,7 @@ from langchain_core.messages.block_translators import register_translator
 from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.fallback import has_answer, stream_rest, visible_text
 from pleias_rag.sources import Source
+from pleias_rag.views.labels import source_label
 from pleias_rag.views.ranking import cited_uses
 
 from ._convert import prompt_tokens
@@ -91,13 +93,17 @@ def citation_block(citation: Citation, cid: str, claim: tuple[int, int]) -> type
 
 
 def claim_span(
-    text: str, citation: Citation, markers: Sequence[tuple[int, int]]
+    text: str, marker: tuple[int, int], markers: Sequence[tuple[int, int]]
 ) -> tuple[int, int]:
-    """The words of ``text`` a citation supports: from the previous marker (of
-    ``markers``, every citation's ``[n]`` span) or the start of the sentence, whichever is
-    later, up to the citation's marker, or the run of markers it ends (``claim[1][2]``).
-    The marker itself when no words are left."""
-    end = citation.start
+    """The words of ``text`` a citation marker supports: from the previous marker (of
+    ``markers``, every ``[n]`` span of the text) or the start of the sentence, whichever is
+    later, up to the ``marker`` (its span), or the run of markers it ends
+    (``claim[1][2]``). The marker itself when no words are left.
+
+    The one rule of every citation annotation's ``start_index``/``end_index``: a
+    ``ChatPleias`` reply's, and the agent's final answer's
+    (:class:`~langchain_pleias.PleiasCitationsMiddleware`)."""
+    end = marker[0]
     moved = True
     while moved:  # back over the markers right before this one: they cite the same words
         moved = False
@@ -112,7 +118,7 @@ def claim_span(
         start = br.end()
     while start < end and text[start] in _CLAIM_LEAD:
         start += 1
-    return (start, end) if start < end else (citation.start, citation.end)
+    return (start, end) if start < end else marker
 
 
 def citation_id(answer: PleiasAnswer, k: int) -> str:
@@ -126,7 +132,9 @@ def citation_annotations(answer: PleiasAnswer) -> list[types.Annotation]:
     """The answer's citations as standard annotations (:func:`citation_block`)."""
     markers = sorted({(c.start, c.end) for c in answer.citations})
     return [
-        citation_block(c, citation_id(answer, k), claim_span(answer.answer, c, markers))
+        citation_block(
+            c, citation_id(answer, k), claim_span(answer.answer, (c.start, c.end), markers)
+        )
         for k, c in enumerate(answer.citations)
     ]
 
@@ -140,25 +148,26 @@ def analysis_text(answer: PleiasAnswer) -> str:
 
 def readable_analysis(answer: PleiasAnswer) -> str:
     """:func:`analysis_text` with each source it names (a hash id, ``<|source_id|>N`` in the
-    numbered dialect) written as its title, else ``source k`` (its place among the sources);
-    ids of no source stay. The rule needs nothing the answer decides later, so the stream
+    numbered dialect) written as its label (:func:`pleias_rag.views.labels.source_label`:
+    its title, else its url or file, else its first words); ids of no source stay.
+
+    Never a number: the answer's ``[n]`` follow the order of first citation, which is not
+    known while the analysis streams, so a number here could name another source than the
+    answer's same ``[n]``. The label needs nothing the answer decides later, so the stream
     (:class:`ReasoningStream`) writes the same text while the analysis is generated."""
     return render_sources(analysis_text(answer), answer.sources)
 
 
 def render_sources(text: str, sources: Sequence[Source]) -> str:
     """``text`` with the sources it names written as in :func:`readable_analysis`."""
-    by_id = {s.id: (k, s) for k, s in reversed(list(enumerate(sources, 1)))}
-
-    def name(k: int, source: Source) -> str:
-        return source.title or f"source {k}"
+    by_id = {s.id: s for s in reversed(sources)}
 
     def sub(m: re.Match[str]) -> str:
         if m.group("num") is not None:
             n = int(m.group("num"))
-            return name(n, sources[n - 1]) if 0 < n <= len(sources) else f"source {n}"
+            return source_label(sources[n - 1]) if 0 < n <= len(sources) else m.group(0)
         found = by_id.get(m.group("hex"))
-        return name(*found) if found is not None else m.group(0)
+        return source_label(found) if found is not None else m.group(0)
 
     return _SOURCE_REF.sub(sub, text)
 

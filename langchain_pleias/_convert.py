@@ -64,11 +64,11 @@ def documents_to_sources(
 
     A document without text (a blank chunk a retriever returned) is skipped with a warning
     of the ``langchain_pleias`` logger (``warn=False``: silently), as the LlamaIndex adapter
-    skips nodes without text. A non-empty list in which EVERY document is blank is refused:
-    that is a loader or splitter that read nothing, not a stray chunk.
+    skips nodes without text; when every document is blank, one warning says so and the
+    model answers without sources.
 
     Raises:
-        ValueError: ``documents`` is not a list of ``Document``, or all of them are blank.
+        ValueError: ``documents`` is not a list of ``Document``.
     """
     if documents is None:
         return []
@@ -85,23 +85,34 @@ def documents_to_sources(
                 f"{argument}[{i}] is a {type(doc).__name__}: give "
                 "langchain_core.documents.Document objects (Document(page_content=...))"
             )
-    if documents and all(not doc.page_content.strip() for doc in documents):
-        raise InvalidArgument(
-            f"{argument}[0] has an empty page_content, and so has every document given: "
-            "give the documents some text, or leave them out"
+    sources = [
+        Source(doc.page_content, metadata=_with_url(doc.metadata), ref=doc)
+        for doc in documents
+        if doc.page_content.strip()
+    ]
+    blank = [i for i, doc in enumerate(documents) if not doc.page_content.strip()]
+    if warn and blank and not sources:
+        logger.warning(
+            "skipping all %d of %s: their page_content is empty (Pleias models read text "
+            "only); answering without sources",
+            len(blank),
+            argument,
         )
-    sources = []
-    for i, doc in enumerate(documents):
-        if not doc.page_content.strip():
-            if warn:
-                logger.warning(
-                    "skipping %s[%d]: its page_content is empty (Pleias models read text only)",
-                    argument,
-                    i,
-                )
-            continue
-        sources.append(Source(doc.page_content, metadata=_with_url(doc.metadata), ref=doc))
+    elif warn:
+        for i in blank:
+            logger.warning(
+                "skipping %s[%d]: its page_content is empty (Pleias models read text only)",
+                argument,
+                i,
+            )
     return sources
+
+
+def blank_count(documents: object) -> int:
+    """How many of ``documents`` (a list of ``Document``, else 0) have no text."""
+    if not isinstance(documents, (list, tuple)):
+        return 0
+    return sum(1 for d in documents if isinstance(d, Document) and not d.page_content.strip())
 
 
 def documents_per_input(documents: object, n: int) -> list[object] | None:
@@ -197,12 +208,38 @@ def _system_sources(message: BaseMessage) -> list[Source]:
 
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
-#: How an instruction to the model starts ("You are an assistant...", "Use the following
-#: context...", "Answer only from...").
+#: How an instruction to the model may start ("You are an assistant...", "Use the following
+#: context...", "Answer only from..."); a retrieved text may start so too ("You can...",
+#: "Only three..."), so this alone never makes a paragraph template text.
 _INSTRUCTION = re.compile(
     r"(you\b|you'|your\b|answer\b|use\b|using\b|given\b|based on\b|respond\b|reply\b|"
     r"please\b|only\b|do not\b|don't\b|always\b|never\b|act as\b|if you\b|i want you\b|"
     r"as an? (ai|assistant)\b|keep\b|be (brief|concise|helpful)\b)",
+    re.IGNORECASE,
+)
+#: How only an instruction to the model starts: it addresses the model, or tells it how to
+#: answer. A retrieved text hardly starts so.
+_SURE_INSTRUCTION = re.compile(
+    r"(you are\b|you're\b|you will\b|you must\b|you should\b|your (task|job|role|goal)\b|"
+    r"act as\b|as an? (ai|assistant)\b|i want you\b|answer\b|respond\b|reply\b|"
+    r"(use|using|given|based (only )?on) (only )?(the|this|these|following|above)\b|"
+    r"only (use|answer)\b|(do not|don't) (use|answer|make)\b|if you\b|"
+    r"keep (the|your) (answer|response)\b|be (brief|concise|helpful)\b)",
+    re.IGNORECASE,
+)
+#: What a template says of the context it introduces ("the following pieces of retrieved
+#: context"); the context then comes next.
+_INTRODUCES = re.compile(
+    r"\b(context|documents?|sources?|passages?|excerpts?|information|following|below)\b",
+    re.IGNORECASE,
+)
+#: A template instruction that points back at a context given BEFORE it.
+_POINTS_BACK = re.compile(r"\b(above|preceding|previous)\b", re.IGNORECASE)
+#: What an instruction to the model talks about (a closing "Never make up information.",
+#: unlike a retrieved "Never climb the tower without a permit.").
+_MODEL_TALK = re.compile(
+    r"\b(answers?|answering|respon\w*|repl\w*|context|questions?|sources?|"
+    r"documents?|passages?|cite|citations?|information|sentences?|concise|brief)\b",
     re.IGNORECASE,
 )
 
@@ -219,29 +256,29 @@ def system_passages(text: str) -> list[str]:
     r"""The passages of a system message's text: the context a prompt template put there.
 
     The text is split at blank lines, as ``"\n\n".join(doc.page_content for doc in docs)``
-    (the usual ``format_docs``) joins documents. The template's own words around the context
-    are left out: at the start, paragraphs that end with ``:`` ("Answer from this
-    context:") or read as an instruction to the model (they start with "You", "Use",
-    "Answer", "Given", "Based on", "Please", "Only", "Do not"...), up to a "context:" that
-    goes on with the first passage ("Answer using this context: <passage>"); at the end,
-    template lines such as "Answer:" and short closing instructions ("Answer in one
-    sentence.": logged at INFO); and a first line that ends with ``:`` ("Context:") above a
-    passage, or a ``Context:`` heading before the first passage on its line. A system
-    message that only instructs ("You are a helpful assistant.") gives no source, nor does a
-    lone short paragraph that nothing introduces as context ("Be nice.": under 200
-    characters); any other text is passages.
+    (the usual ``format_docs``) joins documents. Only the template's own words around the
+    context are left out, never a passage of the context; when unsure, a paragraph is kept
+    as a source:
+
+    - at the start, the template's head: the paragraphs up to the first one that introduces
+      the context ("Use the following pieces of retrieved context...", "Answer from this
+      context:", or "... context: <the first passage>" on one line), when those read as an
+      instruction; else (nothing introduces the context) the first paragraph only, and only
+      when it plainly addresses the model ("You are...", "Answer...", "Use the...");
+    - at the end, template lines such as "Answer:" and short closing instructions that talk
+      about answering ("Answer in one sentence.", "Never make up information.");
+    - a first line that ends with ``:`` ("Context:") above a passage, or a ``Context:``
+      heading before the first passage on its line.
+
+    A dropped paragraph that could be a retrieved text (it does not plainly address the
+    model: "Keep it short.", "Opening hours:") is logged as a WARNING of the
+    ``langchain_pleias`` logger. A system message that only instructs ("You are a helpful
+    assistant.") gives no source, nor does a lone short paragraph that nothing introduces as
+    context ("Be nice.": under 200 characters); any other text is passages.
     """
     paragraphs = [p.strip() for p in _PARAGRAPH_BREAK.split(text)]
     paragraphs = [p for p in paragraphs if p]
-    count = len(paragraphs)
-    while paragraphs and _is_instruction(paragraphs[0]):
-        start = _context_start(paragraphs[0])
-        if start is None:
-            paragraphs.pop(0)
-            continue
-        paragraphs[0] = start  # "... Use this context: <the first passage>"
-        count += 1  # as if the instruction had its own paragraph
-        break
+    head, paragraphs, introduced = _template_head(paragraphs)
     if paragraphs:
         paragraphs[-1] = _TRAILER.sub("", paragraphs[-1]).strip()  # "...\nAnswer:"
         if not paragraphs[-1]:
@@ -249,19 +286,12 @@ def system_passages(text: str) -> list[str]:
     trailing: list[str] = []
     while len(paragraphs) > 1 and _is_closing_instruction(paragraphs[-1]):
         trailing.insert(0, paragraphs.pop())
-    if trailing:
-        logger.info(
-            "a system message ends with %d paragraph(s) read as the prompt template's "
-            "instructions, not as sources: %s; if they are retrieved text, pass the "
-            "documents with documents= instead",
-            len(trailing),
-            [t[:80] for t in trailing],
-        )
-    introduced = len(paragraphs) + len(trailing) < count  # the template introduced the context
+    _log_dropped([*head, *trailing])
+    introduced = introduced or bool(trailing)
     passages: list[str] = []
     for p in paragraphs:
-        head, sep, rest = p.partition("\n")
-        if sep and head.rstrip().endswith(":") and len(head) <= 200 and rest.strip():
+        first, sep, rest = p.partition("\n")
+        if sep and first.rstrip().endswith(":") and len(first) <= 200 and rest.strip():
             p = rest.strip()  # "Context:\n<the passage>"
             introduced = True
         elif not passages and (heading := _CONTEXT_HEADING.match(p)) and p[heading.end() :]:
@@ -271,6 +301,44 @@ def system_passages(text: str) -> list[str]:
     if not introduced and len(passages) == 1 and len(passages[0]) < _LONE_PASSAGE_CHARS:
         return []  # a short system prompt ("Be nice."), not context
     return passages
+
+
+def _template_head(paragraphs: list[str]) -> tuple[list[str], list[str], bool]:
+    """The template's paragraphs before the context, the paragraphs left, and whether the
+    template introduced the context (see :func:`system_passages`)."""
+    for i, p in enumerate(paragraphs):
+        if not _is_instruction(p) or _POINTS_BACK.search(p):
+            break  # the context starts here, or came before the instruction
+        start = _context_start(p)
+        if start is not None:  # "... Use this context: <the first passage>"
+            return paragraphs[:i], [start, *paragraphs[i + 1 :]], True
+        if p.endswith(":") or _INTRODUCES.search(p):
+            return paragraphs[: i + 1], paragraphs[i + 1 :], True
+    # Nothing introduces the context: only a first paragraph that surely is the template's.
+    if paragraphs and _SURE_INSTRUCTION.match(paragraphs[0]):
+        return paragraphs[:1], paragraphs[1:], len(paragraphs) > 1
+    return [], paragraphs, False
+
+
+def _log_dropped(dropped: Sequence[str]) -> None:
+    """Log the paragraphs read as the template's words: a WARNING for those that could be
+    retrieved text (they do not plainly address the model), else at DEBUG."""
+    unsure = [p for p in dropped if not _surely_template(p)]
+    if unsure:
+        logger.warning(
+            "a system message's paragraph(s) %s were read as the prompt template's "
+            "instructions, not as sources; if they are retrieved text, pass the documents "
+            "with documents=[Document, ...] (or as text-plain blocks) instead",
+            [p[:80] for p in unsure],
+        )
+    elif dropped:
+        logger.debug("template instructions left out of the sources: %s", [p[:80] for p in dropped])
+
+
+def _surely_template(paragraph: str) -> bool:
+    if paragraph.endswith(":") and _MODEL_TALK.search(paragraph):
+        return True  # "Answer from this context:", "Helpful answer:"
+    return _SURE_INSTRUCTION.match(paragraph) is not None
 
 
 #: The words a template puts after the context on its last lines ("Answer:", "Helpful answer:").
@@ -292,18 +360,17 @@ def _is_instruction(paragraph: str) -> bool:
     return paragraph.endswith(":") or _INSTRUCTION.match(paragraph) is not None
 
 
-#: How a template's closing instruction starts (narrower than :data:`_INSTRUCTION`: a
-#: retrieved text may well start with "You can..." or "Only three...").
-_CLOSING = re.compile(
-    r"(answer|respond|reply|use|using|based on|given|please|do not|don't|keep|always|never|"
-    r"if you|be (brief|concise|helpful))\b",
-    re.IGNORECASE,
-)
-
-
 def _is_closing_instruction(paragraph: str) -> bool:
-    short = len(paragraph) <= _LONE_PASSAGE_CHARS
-    return paragraph.endswith(":") or (short and _CLOSING.match(paragraph) is not None)
+    """Whether a last paragraph is the template's closing instruction: short, and it either
+    plainly instructs ("Answer in one sentence.") or starts like an instruction and talks
+    about answering ("Never make up information.")."""
+    if len(paragraph) > _LONE_PASSAGE_CHARS:
+        return False
+    if paragraph.endswith(":") and "\n" not in paragraph and len(paragraph) <= 40:
+        return True  # "Answer:", "Helpful answer:"
+    if _SURE_INSTRUCTION.match(paragraph):
+        return True
+    return _INSTRUCTION.match(paragraph) is not None and _MODEL_TALK.search(paragraph) is not None
 
 
 #: Words of a prompt that carries its own context ("Context: ...", "Documents: ...").

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -17,6 +18,7 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
 from langchain_core.runnables.utils import AddableDict
+from langchain_core.tools import ToolException
 from pydantic import ConfigDict
 
 from pleias_rag.backend import Backend
@@ -24,10 +26,15 @@ from pleias_rag.errors import InvalidArgument
 from pleias_rag.views.ranking import cited_uses
 
 from ._condense import STANDALONE_KEY, CondenseSettings, Rewrite, history_messages
-from ._convert import annotated_copy, documents_to_sources, rebuild_answer
+from ._convert import annotated_copy, blank_count, documents_to_sources, rebuild_answer
 from .chat_models import ChatPleias
 
 _RunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
+
+#: Set while the chain runs as a tool (:class:`~langchain_pleias.PleiasRAGTool`): a retrieval
+#: whose documents are ALL blank is then a ``ToolException`` the agent's model reads and acts
+#: on (another query), not an answer from nothing.
+BLANK_RETRIEVAL_FAILS: ContextVar[bool] = ContextVar("pleias_blank_retrieval_fails", default=False)
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,19 @@ class PleiasRAGChain(CondenseSettings, RunnableSerializable[Any, dict[str, Any]]
         return question, self._rewrite(self._history(value), question)
 
     def _documents(self, value: Any) -> list[Document]:
-        """The retrieved documents, checked; blank ones left out here (warned about once)."""
+        """The retrieved documents, checked; blank ones left out here (warned about once).
+
+        Raises:
+            ToolException: run as a tool, the retriever gave documents, all blank.
+        """
         docs = list(value) if isinstance(value, (list, tuple)) else value
+        blank = blank_count(docs)
+        if blank and blank == len(docs) and BLANK_RETRIEVAL_FAILS.get():
+            raise ToolException(
+                f"the retriever found {blank} document(s) for this query, all of them blank "
+                "(no text): there is nothing to answer from; try another query, or tell "
+                "the user that the documents hold no text on this"
+            )
         sources = documents_to_sources(docs, argument="retrieved documents")
         return [cast("Document", s.ref) for s in sources]
 

@@ -42,6 +42,7 @@ from ._condense import (
 )
 from ._convert import (
     PleiasLanguageModel,
+    blank_count,
     documents_per_input,
     documents_to_sources,
     logger,
@@ -61,6 +62,9 @@ _PREFETCHED: ContextVar[dict[tuple[Any, ...], PleiasAnswer] | None] = ContextVar
     "pleias_chat_prefetched", default=None
 )
 
+
+#: ``response_metadata`` key: how many documents of ``documents=`` had no text (left out).
+SKIPPED_KEY = "skipped_documents"
 
 #: Why ``bind_tools`` fails, and what to do instead.
 NO_TOOLS = (
@@ -90,6 +94,8 @@ class _Call:
     """The rewrite the query awaits (a follow-up question, with a ``condense_llm``)."""
     standalone: str | None = None
     """The rewritten question, when a ``condense_llm`` rewrote ``query``."""
+    skipped: int = 0
+    """Documents of ``documents=`` left out for having no text."""
 
     def rewritten(self, query: str) -> _Call:
         """The call with ``query``, the rewritten question, as its query."""
@@ -102,10 +108,12 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     The query is the last human message's text. Sources come from the ``documents=`` call
     argument (a list of ``Document``, also through ``.bind(documents=...)`` or
     ``config={"configurable": {"documents": [...]}}``; a blank document is skipped with a
-    warning), from standard ``text-plain`` content blocks of the human and system messages
-    (their ``title`` kept), and from the text of system messages, where a prompt template
-    puts the retrieved context: it is split into passages at blank lines, the template's
-    own instructions left out (see :func:`langchain_pleias._convert.system_passages`).
+    warning and counted in ``response_metadata["skipped_documents"]``; all blank: the
+    model answers without sources), from standard ``text-plain`` content blocks of the
+    human and system messages (their ``title`` kept), and from the text of system
+    messages, where a prompt template puts the retrieved context: it is split into
+    passages at blank lines, only the template's own instructions left out (see
+    :func:`langchain_pleias._convert.system_passages`).
     With no sources the model still answers (with a warning, once, when the query looks
     like a prompt with the context pasted in). AI and tool messages are not shown to the
     model (Pleias models answer one query from sources): given a conversation, it answers
@@ -123,7 +131,8 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     The reply's ``text`` is the answer with ``[n]`` markers. Its ``content`` is a list of
     standard content blocks, kept wherever the message goes (serialized, checkpointed, read
     without this package): a ``reasoning`` block, the source analysis with the sources it
-    names written as their titles (else ``source k``, their place), then a ``text`` block,
+    names written as their labels (the title, else the url or file, else the first words:
+    never a number, which could differ from the answer's ``[n]``), then a ``text`` block,
     the answer, whose ``annotations`` are standard citations (a unique ``id`` per citation,
     ``cited_text`` = the source's words, ``start_index``/``end_index`` = the claim the
     citation supports in the answer, ``title``/``url`` from the document metadata, the
@@ -367,7 +376,8 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         history = split_conversation(messages) if self.condense_llm is not None else []
         sources = documents_to_sources(documents) + block_sources
         warn_if_stuffed(query, sources)
-        return _Call(backend, query, sources, gen, self._rewrite(history, query))
+        rewrite = self._rewrite(history, query)
+        return _Call(backend, query, sources, gen, rewrite, skipped=blank_count(documents))
 
     def _condensed(self, call: _Call, run_manager: CallbackManagerForLLMRun | None) -> _Call:
         """The call with its query rewritten by the ``condense_llm`` (when there is history)."""
@@ -385,8 +395,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
     def _result(self, call: _Call, answer: PleiasAnswer) -> ChatResult:
         name = call.backend.model_name
         message = answer_message(answer, name, usage(answer, call.backend, call.query))
-        if call.standalone is not None:
-            message.response_metadata[STANDALONE_KEY] = call.standalone
+        _call_metadata(call, message)
         return ChatResult(
             generations=[ChatGeneration(message=message)],
             llm_output={"model_name": name},
@@ -407,8 +416,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
             answer = event.answer
             name = call.backend.model_name
             message = final_chunk(answer, name, usage(answer, call.backend, call.query), reasoning)
-            if call.standalone is not None:  # on the last chunk only: merged strings add up
-                message.response_metadata[STANDALONE_KEY] = call.standalone
+            _call_metadata(call, message)  # on the last chunk only: merged strings add up
             return ChatGenerationChunk(message=message)
         return None
 
@@ -532,6 +540,15 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
                 what to use instead.
         """
         raise NotImplementedError(NO_STRUCTURED_OUTPUT)
+
+
+def _call_metadata(call: _Call, message: AIMessage) -> None:
+    """What the call adds to the reply's ``response_metadata``: the rewritten question, and
+    how many blank documents were left out (``skipped_documents``, only when some were)."""
+    if call.standalone is not None:
+        message.response_metadata[STANDALONE_KEY] = call.standalone
+    if call.skipped:
+        message.response_metadata[SKIPPED_KEY] = call.skipped
 
 
 def _config_documents(config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:

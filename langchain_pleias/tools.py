@@ -33,7 +33,7 @@ from pleias_rag.numbering import renumber
 from pleias_rag.views.plain import answer_with_sources
 
 from ._convert import documents_to_sources, rebuild_answer
-from .chains import PleiasRAGChain, create_pleias_rag_chain
+from .chains import BLANK_RETRIEVAL_FAILS, PleiasRAGChain, create_pleias_rag_chain
 
 #: The tool's name when none is given.
 DEFAULT_NAME = "answer_from_documents"
@@ -77,7 +77,8 @@ class PleiasRAGTool(BaseTool):
     artifact citation whose ``extras["number"]`` is ``n - number_offset``
     (``number_offset`` is 0 outside an agent, and for the first call).
 
-    An empty query is a :class:`~langchain_core.tools.ToolException`; with
+    An empty query, and a retrieval whose documents are all blank (no text), are a
+    :class:`~langchain_core.tools.ToolException`; with
     ``handle_tool_error=True`` (the default) the agent's model reads what was wrong, in an
     error ``ToolMessage``, and can call again.
 
@@ -98,7 +99,8 @@ class PleiasRAGTool(BaseTool):
     """``content_and_artifact`` (the default); ``content`` drops the artifact."""
     handle_tool_error: bool | str | Callable[[ToolException], str] | None = True
     """``True`` (the default): a :class:`~langchain_core.tools.ToolException` (an empty
-    query) becomes an error ``ToolMessage`` the agent's model reads; ``False`` raises it."""
+    query, only blank documents retrieved) becomes an error ``ToolMessage`` the agent's
+    model reads; ``False`` raises it."""
     chain: PleiasRAGChain
     """The chain answering the tool's queries."""
 
@@ -112,7 +114,11 @@ class PleiasRAGTool(BaseTool):
         config: RunnableConfig | None = None,
     ) -> tuple[str, dict[str, Any]] | str:
         question = _checked_query(query)
-        result = self.chain.invoke(question, _chain_config(run_manager, config))
+        token = BLANK_RETRIEVAL_FAILS.set(True)
+        try:
+            result = self.chain.invoke(question, _chain_config(run_manager, config))
+        finally:
+            BLANK_RETRIEVAL_FAILS.reset(token)
         return self._output(result, runtime)
 
     async def _arun(
@@ -123,7 +129,11 @@ class PleiasRAGTool(BaseTool):
         config: RunnableConfig | None = None,
     ) -> tuple[str, dict[str, Any]] | str:
         question = _checked_query(query)
-        result = await self.chain.ainvoke(question, _chain_config(run_manager, config))
+        token = BLANK_RETRIEVAL_FAILS.set(True)
+        try:
+            result = await self.chain.ainvoke(question, _chain_config(run_manager, config))
+        finally:
+            BLANK_RETRIEVAL_FAILS.reset(token)
         return self._output(result, runtime)
 
     @staticmethod
@@ -197,7 +207,8 @@ def create_pleias_rag_tool(
     In an agent, the numbers of each call follow those of the calls before it (the artifact's
     ``number_offset`` says by how much), so the brain's final answer can cite several calls;
     :class:`~langchain_pleias.PleiasCitationsMiddleware` maps its ``[n]`` back to the
-    documents. An empty query is an error the agent's model reads (a ``ToolException``).
+    documents. An empty query, or a retrieval that found only blank documents, is an error
+    the agent's model reads (a ``ToolException``).
 
     Args:
         retriever: any runnable from a question to a list of ``Document`` (a retriever).

@@ -228,9 +228,14 @@ def test_two_calls_on_the_real_model_are_numbered_on_and_cited_right(hash_model:
         "It houses the Mona Lisa.",
     ]
     assert len({a["id"] for a in anns}) == 3
-    for a in anns:
-        assert final.text[a["start_index"] : a["end_index"]] == a["extras"]["pleias_marker"]
+    for a in anns:  # the claim, as in a ChatPleias reply; the marker's span in extras
+        marker = final.text[a["extras"]["answer_start"] : a["extras"]["answer_end"]]
+        assert marker == a["extras"]["pleias_marker"]
+        assert a["end_index"] <= a["extras"]["answer_start"]
         assert a["extras"]["status"] == "verified"
+    assert final.text[anns[0]["start_index"] : anns[0]["end_index"]] == (
+        "The tower was completed in 1889"
+    )
 
 
 def test_parallel_calls_take_distinct_numbers() -> None:
@@ -371,7 +376,9 @@ def test_groups_and_content_blocks_and_serialization() -> None:
     anns = text["annotations"]
     assert [a["title"] for a in anns] == ["Moon", "Tea"]
     assert anns[1]["url"] == "https://example.org/tea"
-    assert {(a["start_index"], a["end_index"]) for a in anns} == {(14, 20)}
+    assert {(a["start_index"], a["end_index"]) for a in anns} == {(0, 13)}  # the claim
+    assert text["text"][0:13] == "Tides and tea"
+    assert {(a["extras"]["answer_start"], a["extras"]["answer_end"]) for a in anns} == {(14, 20)}
     assert text["text"][14:20] == "[1, 2]"
 
     # The annotations live in the content: a serialized message keeps them, for any reader.
@@ -488,3 +495,63 @@ async def test_an_empty_query_raises_tool_exception_when_errors_are_not_handled(
         {"type": "tool_call", "id": "c", "name": handled.name, "args": {"query": ""}}
     )
     assert message.status == "error" and "the query is empty" in message.text
+
+
+# --------------------------------------------------------------------------- blank retrievals
+
+BLANK_Q = "What does the empty page say?"
+
+
+def test_a_retrieval_of_only_blank_documents_is_a_tool_error_the_agent_goes_on_after() -> None:
+    """A retriever that returns only blank documents does not kill the agent run: the tool
+    answers with an error the brain reads, and a later call still works."""
+    docs = {BLANK_Q: [Document(""), Document("  \n")], BEES_Q: [BEES]}
+    retriever = RunnableLambda(lambda q: docs.get(q, []))
+    backend = ScriptedBackend(RAW, default=hash_output("x", "?"))
+    tool = create_pleias_rag_tool(retriever, backend)
+    brain = Brain(script=[calls(("blank", BLANK_Q)), calls(("good", BEES_Q)), AIMessage("[1]")])
+    state = create_agent(brain, [tool]).invoke({"messages": [HumanMessage("Bees?")]})
+
+    error, answer = tool_messages(state)
+    assert (error.tool_call_id, error.status) == ("blank", "error")
+    assert "all of them blank" in error.text and "another query" in error.text
+    assert brain.seen[1][-1].text == error.text
+    assert (answer.status, numbers(answer.text)) == ("success", [1])
+    assert [c[1][0] for c in backend.calls] == [BEES_Q]  # the blank retrieval reached nothing
+
+
+async def test_a_blank_retrieval_raises_tool_exception_when_errors_are_not_handled() -> None:
+    retriever = RunnableLambda(lambda q: [Document(" ")])
+    tool = create_pleias_rag_tool(retriever, ScriptedBackend({})).model_copy(
+        update={"handle_tool_error": False}
+    )
+    with pytest.raises(ToolException, match="all of them blank"):
+        tool.invoke({"query": "q?"})
+    with pytest.raises(ToolException, match="all of them blank"):
+        await tool.ainvoke({"query": "q?"})
+
+
+# --------------------------------------------------------------------------- claim spans
+
+
+def test_the_final_answer_annotations_span_the_claim_as_chat_pleias_does() -> None:
+    """The brain copies a tool answer word for word: each annotation of its final answer has
+    the start_index/end_index of ChatPleias' own annotation of that citation (the claim,
+    not the [n] marker), the marker's span in extras."""
+    brain = Brain(script=[calls(("moon-tea", MOON_TEA_Q)), copy_answers])
+    agent = create_agent(brain, [scripted_tool()], middleware=[PleiasCitationsMiddleware()])
+    state = agent.invoke({"messages": [HumanMessage("Tides and tea?")]})
+    (message,) = tool_messages(state)
+    final = state["messages"][-1]
+    assert final.text.startswith(message.artifact["answer"])
+    own = [(a["start_index"], a["end_index"]) for a in message.artifact["citations"]]
+    anns = final.content_blocks[0]["annotations"]
+    assert [(a["start_index"], a["end_index"]) for a in anns] == own
+    assert [final.text[s:e] for s, e in own] == [
+        "The Moon causes the tides",
+        "Tea comes from Camellia sinensis",
+    ]
+    assert [final.text[a["extras"]["answer_start"] : a["extras"]["answer_end"]] for a in anns] == [
+        "[1]",
+        "[2]",
+    ]

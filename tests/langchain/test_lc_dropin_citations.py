@@ -23,7 +23,8 @@ from lc_support import ScriptedBackend, docs_of, example, hash_output, ref
 
 from langchain_pleias import ChatPleias
 from langchain_pleias._convert import documents_to_sources, rebuild_answer
-from pleias_rag.sources import source_id
+from pleias_rag.sources import Source, source_id
+from pleias_rag.views.labels import source_label
 
 EIFFEL = "The Eiffel Tower was completed in 1889[1]."
 
@@ -170,7 +171,29 @@ def test_the_reasoning_names_sources_by_their_titles(
     assert not any(source_id(t) in reasoning for t in ex.sources)
     assert "Doc 0" in reasoning and "Doc 1" in reasoning
     untitled = chat.invoke(ex.query, documents=[Document(t) for t in ex.sources])
-    assert "source 1" in untitled.content_blocks[0]["reasoning"]  # no title: its place
+    shown = untitled.content_blocks[0]["reasoning"]
+    assert "source 1" not in shown  # no title: its first words, never a number
+    assert source_label(Source(ex.sources[0])) in shown
+
+
+def test_the_reasoning_never_numbers_sources_against_the_answer() -> None:
+    """Untitled sources (the tutorial chain's system context) cited in another order than
+    given: the reasoning must not call the second one "source 2" while the answer calls it
+    [1]; it writes each source's label, the same in the stream."""
+    bees, ants = Document("Honey bees dance."), Document("Ants walk in lines.")
+    ia, ib = source_id(bees.page_content), source_id(ants.page_content)
+    raw = hash_output(
+        f"**{ib}** is about ants, **{ia}** about bees.",
+        "Ants walk" + ref(ib, "Ants walk") + ". Bees dance" + ref(ia, "bees dance") + ".",
+    )
+    chat = ChatPleias(model=ScriptedBackend({"q": raw}))
+    reply = chat.invoke("q", documents=[bees, ants])
+    assert reply.text == "Ants walk[1]. Bees dance[2]."
+    reasoning = reply.content_blocks[0]["reasoning"]
+    assert reasoning == "**Ants walk in lines.** is about ants, **Honey bees dance.** about bees."
+    assert "source" not in reasoning
+    streamed = summed(list(chat.stream("q", documents=[bees, ants])))
+    assert streamed.content_blocks[0]["reasoning"] == reasoning
 
 
 # --------------------------------------------------------------------------- row 4
@@ -279,7 +302,6 @@ def test_the_reasoning_stream_renders_as_the_whole_under_any_chunking(
 ) -> None:
     from langchain_pleias._compat import ReasoningStream, readable_analysis
     from pleias_rag import SectionText, StreamParser
-    from pleias_rag.sources import Source
 
     sources = [Source("The tides.", metadata={"title": "Tides"}), Source("The Louvre.")]
     a, b = ("<|source_id|> 1", "<|source_id|>2") if numbered else (sources[0].id, sources[1].id)
@@ -297,4 +319,4 @@ def test_the_reasoning_stream_renders_as_the_whole_under_any_chunking(
     parser.close()
     answer = parser.result
     assert shown + stream.rest(answer) == readable_analysis(answer)
-    assert "Tides" in readable_analysis(answer) and "source 2" in readable_analysis(answer)
+    assert "Tides" in readable_analysis(answer) and "The Louvre." in readable_analysis(answer)

@@ -185,6 +185,85 @@ def test_system_text_splits_into_passages(text: str, passages: list[str]) -> Non
     assert system_passages(text) == passages
 
 
+#: The system prompt of LangChain's RAG tutorial (create_stuff_documents_chain).
+LANGCHAIN_TUTORIAL_SYSTEM = (
+    "You are an assistant for question-answering tasks. "
+    "Use the following pieces of retrieved context to answer "
+    "the question. If you don't know the answer, say that you "
+    "don't know. Use three sentences maximum and keep the "
+    "answer concise.\n\n{context}"
+)
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["Your warranty covers two years of repairs.", "Batteries are excluded."],
+        ["You can reach the summit by cable car.", "Berlin is the capital of Germany."],
+        ["Using iron, Eiffel built the tower in 1889.", "It is 330 m tall."],
+        ["Only three species of bees make honey here.", "Ants walk in lines."],
+        ["The tower is 330 m tall.", "Never climb the tower without a permit."],
+        ["The tower is 330 m tall.", "Always closed on 1 May."],
+        ["Opening hours:", "9am to 11pm."],
+        ["Keep left on the stairs.", "Please note: lifts close at 11pm."],
+        ["The tower is 330 m tall."],
+    ],
+)
+def test_the_langchain_tutorial_chain_keeps_every_retrieved_document(
+    texts: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """LangChain's own tutorial chain: the system prompt's paragraph is the template's, and
+    every retrieved document, however it starts or ends, reaches the model as a source."""
+    docs = [Document(t) for t in texts]
+    backend = ScriptedBackend({}, default=hash_output("ok", "Fine."))
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", LANGCHAIN_TUTORIAL_SYSTEM), ("human", "{question}")]
+    )
+    retriever = RunnableLambda(lambda _q: docs)
+    chain = (
+        {"context": retriever | format_docs, "question": RunnablePassthrough()}
+        | prompt
+        | ChatPleias(model=backend)
+    )
+    with caplog.at_level(logging.DEBUG, logger="langchain_pleias"):
+        chain.invoke("How long is the warranty?")
+    _, (_, sources, _) = backend.calls[-1]
+    assert [s.text for s in sources] == texts
+    assert warnings_of(caplog) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "passages", "warned"),
+    [
+        # Instructions before the one that introduces the context are the template's.
+        ("Keep it short.\n\nUse the following context:\n\nA text.", ["A text."], "Keep it"),
+        # A closing paragraph that talks about answering, but not plainly an instruction.
+        ("Answer from this context:\n\nA text.\n\nNever make up information.", ["A text."],
+         "Never make up"),
+        # Plainly the template's: dropped without a warning.
+        ("You are a helpful assistant.\n\nUse this context:\n\nA text.\n\nAnswer briefly.",
+         ["A text."], None),
+        # Nothing introduces the context: only a first paragraph addressing the model goes.
+        ("You are a helpful bot.\n\nAlways closed on 1 May.\n\nThe tower is tall.",
+         ["Always closed on 1 May.", "The tower is tall."], None),
+        # A context given before the instruction that points back at it.
+        ("You can climb it.\n\nIt is tall.\n\nAnswer using the context above.",
+         ["You can climb it.", "It is tall."], None),
+    ],
+)  # fmt: skip
+def test_template_words_that_could_be_documents_are_warned_about(
+    text: str, passages: list[str], warned: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="langchain_pleias"):
+        assert system_passages(text) == passages
+    warnings = warnings_of(caplog)
+    if warned is None:
+        assert warnings == []
+    else:
+        (warning,) = warnings
+        assert warned in warning and "documents=" in warning
+
+
 def test_text_plain_blocks_of_a_system_message_keep_their_titles(hash_model: str) -> None:
     ex = example("cited")
     blocks = [create_plaintext_block(text=t, title=f"Doc {i}") for i, t in enumerate(ex.sources)]
@@ -338,8 +417,44 @@ def test_blank_documents_skipped_in_chat_calls(caplog: pytest.LogCaptureFixture)
     assert [s.ref for s in sources] == [doc]
     (warning,) = warnings_of(caplog)
     assert "documents[0]" in warning
-    with pytest.raises(ValueError, match="every document"):  # nothing but blanks: a bug
-        chat.invoke("q", documents=[Document(""), Document(" ")])
+
+
+def test_only_blank_documents_answer_without_sources_flagged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A retriever that found only blank chunks does not kill the run: the model answers
+    without sources, one warning says so, and the reply counts what was left out."""
+    backend = ScriptedBackend({}, default=hash_output("ok", "Fine."))
+    chat = ChatPleias(model=backend)
+    with caplog.at_level(logging.WARNING, logger="langchain_pleias"):
+        reply = chat.invoke("q?", documents=[Document(""), Document(" ")])
+        streamed = list(chat.stream("q?", documents=[Document("")]))
+    assert reply.text == "Fine."
+    assert reply.response_metadata["skipped_documents"] == 2
+    assert streamed[-1].response_metadata["skipped_documents"] == 1
+    assert [kind for kind, _ in backend.calls] == ["answer", "stream"]
+    assert all(args[1] == [] for _, args in backend.calls)  # no sources
+    assert [w for w in warnings_of(caplog) if "all 2 of documents" in w]
+    clean = chat.invoke("q?", documents=[Document("x")])
+    assert "skipped_documents" not in clean.response_metadata
+
+
+def test_a_retriever_of_blank_documents_does_not_kill_the_chains(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = ScriptedBackend({}, default=hash_output("ok", "Fine."))
+    retriever = RunnableLambda(lambda _q: [Document("")])
+    chain = create_pleias_rag_chain(retriever, ChatPleias(model=backend))
+    with caplog.at_level(logging.WARNING, logger="langchain_pleias"):
+        result = chain.invoke("q?")
+    assert (result["answer"], result["context"], result["cited_documents"]) == ("Fine.", [], [])
+    assert len([w for w in warnings_of(caplog) if "empty" in w]) == 1
+    lcel = (
+        {"context": retriever | format_docs, "question": RunnablePassthrough()}
+        | TUTORIAL_PROMPT
+        | ChatPleias(model=backend)
+    )
+    assert lcel.invoke("q?").text == "Fine."
 
 
 # --------------------------------------------------------------------------- 6. init aliases
