@@ -55,6 +55,10 @@ class _Call:
     settings: GenerationSettings
 
 
+# What came of one input of a batch: its completion, its exception, or None (never run).
+_Outcome = Completion | BaseException | None
+
+
 class Backend:
     """A Pleias RAG model you ask questions over sources: answers with checked citations.
 
@@ -319,26 +323,42 @@ class Backend:
 
     def answer_batch(self, items: Sequence[BatchItem], **gen: Any) -> list[PleiasAnswer]:
         """Answers to several ``(query, sources)`` pairs (or bare queries), in order,
-        generated together (greedy answers equal what :meth:`answer` gives one by one)."""
+        generated together (greedy answers equal what :meth:`answer` gives one by one).
+
+        A failure stays with its input: when some fail, :class:`~pleias_rag.BatchError` (a
+        ``RemoteBatchError`` for a server) is raised, its ``results`` holding every answer
+        that finished, and the exception of each input that failed (``__cause__``: the
+        first). When none finished, the first failure is raised as it is (a server's: as a
+        ``RemoteBatchError`` of its kind). A bad argument is raised at once, as itself."""
         settings = self._settings.merged(**gen)
         calls = [self._prepare(q, s, settings) for q, s in batch_items(items)]
         if not calls:
             return []
-        try:
-            done = self._engine.complete([c.encoded for c in calls], settings)
-        except BatchError as exc:
-            self._answers_in(exc, calls)
-            raise
-        return [self._result(c, d) for c, d in zip(calls, done, strict=True)]
+        prompts = [c.encoded for c in calls]
+        plan = _isolate(len(prompts))
+        span = next(plan)
+        while True:  # the I/O of the plan: run each span it asks for, send back the outcome
+            got: list[Completion] | Exception
+            try:
+                got = self._engine.complete(prompts[span[0] : span[1]], settings)
+            except Exception as exc:  # the plan decides what it means
+                got = exc
+            try:
+                span = plan.send(got)
+            except StopIteration as end:
+                return self._answers(calls, end.value)
 
-    def _answers_in(self, exc: BatchError, calls: list[_Call]) -> None:
-        """The engine's batch error gets answers for its completions, so the work already
-        done is not lost."""
-        if len(exc.results) == len(calls):
-            exc.results = [
-                self._result(c, r) if isinstance(r, Completion) else r
-                for c, r in zip(calls, exc.results, strict=True)
-            ]
+    def _answers(self, calls: list[_Call], outcomes: list[_Outcome]) -> list[PleiasAnswer]:
+        """The answers of a batch, or its error with the answers that finished."""
+        results = [
+            self._result(c, o) if isinstance(o, Completion) else o
+            for c, o in zip(calls, outcomes, strict=True)
+        ]
+        if any(isinstance(r, BaseException) for r in results):
+            raise self._engine.batch_error(results)
+        if any(r is None for r in results):  # pragma: no cover - an engine's bug
+            raise RuntimeError("the engine's batch error left inputs without an outcome")
+        return [r for r in results if isinstance(r, PleiasAnswer)]
 
     # -- async API ---------------------------------------------------------------------
 
@@ -380,20 +400,56 @@ class Backend:
             yield event
 
     async def aanswer_batch(self, items: Sequence[BatchItem], **gen: Any) -> list[PleiasAnswer]:
-        """:meth:`answer_batch` without blocking the event loop."""
+        """:meth:`answer_batch` without blocking the event loop (failures as there)."""
         settings = self._settings.merged(**gen)
         pairs = batch_items(items)
         if not pairs:
             return []
         calls = [await self._aprepare(q, s, settings) for q, s in pairs]
-        try:
-            done = await self._engine.acomplete([c.encoded for c in calls], settings)
-        except BatchError as exc:
-            await asyncio.to_thread(self._answers_in, exc, calls)
-            raise
-        return await asyncio.to_thread(
-            lambda: [self._result(c, d) for c, d in zip(calls, done, strict=True)]
-        )
+        prompts = [c.encoded for c in calls]
+        plan = _isolate(len(prompts))
+        span = next(plan)
+        while True:  # :meth:`answer_batch`'s loop, awaiting the engine
+            got: list[Completion] | Exception
+            try:
+                got = await self._engine.acomplete(prompts[span[0] : span[1]], settings)
+            except Exception as exc:  # the plan decides what it means
+                got = exc
+            try:
+                span = plan.send(got)
+            except StopIteration as end:
+                outcomes: list[_Outcome] = end.value
+                break
+        return await asyncio.to_thread(self._answers, calls, outcomes)  # quote checks
+
+
+def _isolate(
+    count: int,
+) -> Generator[tuple[int, int], list[Completion] | Exception, list[_Outcome]]:
+    """Which inputs of a batch to run, as ``(start, stop)`` spans, until each has its
+    outcome: all together first; a span that fails as a whole (an exception that is not a
+    :class:`BatchError` with one result per input) is run again as two halves, down to
+    single inputs, so that one input's failure is not its neighbours'. A bad argument
+    (``InvalidArgument``, ``InvalidType``) concerns the call: it is raised at once. The sync
+    and async loops only run the spans and send back what came of them."""
+    outcomes: list[_Outcome] = [None] * count
+    spans = [(0, count)]
+    while spans:
+        start, stop = spans.pop(0)
+        got = yield start, stop
+        if isinstance(got, BatchError) and len(got.results) == stop - start:
+            outcomes[start:stop] = got.results
+        elif isinstance(got, (InvalidArgument, InvalidType)):
+            raise got
+        elif isinstance(got, Exception):
+            if stop - start == 1:
+                outcomes[start] = got
+            else:
+                middle = (start + stop) // 2
+                spans[:0] = [(start, middle), (middle, stop)]
+        else:
+            outcomes[start:stop] = got
+    return outcomes
 
 
 def _cut_eos(text: str) -> str:

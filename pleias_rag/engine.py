@@ -15,11 +15,11 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .answer import FinishReason
 from .dialects import Dialect
-from .errors import InvalidArgument
+from .errors import InvalidArgument, batch_failure
 
 if TYPE_CHECKING:
     from .generation import GenerationSettings
@@ -140,6 +140,12 @@ class Engine(ABC):
     ) -> list[Completion]:
         """:meth:`complete` without blocking the event loop (default: in a thread)."""
         return await asyncio.to_thread(self.complete, prompts, settings)
+
+    def batch_error(self, results: list[Any]) -> BaseException:
+        """The error a batch call raises when some of its inputs failed: ``results`` has,
+        per input, its answer, its exception, or None when it never ran (default:
+        :func:`~pleias_rag.errors.batch_failure`)."""
+        return batch_failure(results)
 
 
 def _last(items: Iterator[StreamItem]) -> Completion:

@@ -28,6 +28,10 @@ class BatchError(PleiasError):
 
     results: list[Any]
 
+    def __init__(self, message: str, *, results: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.results = list(results) if results is not None else []
+
     @property
     def errors(self) -> list[BaseException]:
         """The failures, in input order."""
@@ -61,3 +65,23 @@ class PromptTooLong(InvalidArgument):
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.context_window = context_window
+
+
+def batch_failure(results: list[Any], *, what: str = "inputs of the batch") -> BaseException:
+    """The error of a batch call in which some inputs failed (``results`` as
+    :attr:`BatchError.results`): a :class:`BatchError` chained to the first failure, or, when
+    no input finished (nothing to keep), that first failure itself."""
+    errors = [r for r in results if isinstance(r, BaseException)]
+    first = errors[0]
+    answered = sum(1 for r in results if r is not None and not isinstance(r, BaseException))
+    if not answered:
+        return first
+    unrun = sum(1 for r in results if r is None)
+    error = BatchError(
+        f"{len(errors)} of {len(results)} {what} failed ({answered} answered, {unrun} not "
+        f"run; .results has each in input order, .errors the failures); the first: "
+        f"{type(first).__name__}: {first}",
+        results=results,
+    )
+    error.__cause__ = first
+    return error

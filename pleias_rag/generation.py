@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .checks import check_int, check_number, check_query
 from .errors import InvalidArgument, InvalidType
-from .sources import Source, make_sources
+from .sources import Source, check_ordered, make_sources
 
 if TYPE_CHECKING:
     pass
@@ -195,6 +195,8 @@ def batch_items(items: Sequence[BatchItem]) -> list[tuple[str, list[Source]]]:
     """``(query, sources)`` pairs of a batch call; a bare str is a query with no sources."""
     if isinstance(items, (str, bytes)) or not hasattr(items, "__iter__"):
         raise InvalidArgument("answer_batch takes a list of (query, sources) pairs")
+    what = "answer_batch takes a list of (query, sources) pairs"
+    check_ordered(items, what, "queries", "list(d.items()) when it maps queries to sources")
     out: list[tuple[str, list[Source]]] = []
     for i, item in enumerate(items):
         if isinstance(item, str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -75,6 +76,22 @@ class Source:
         return None
 
 
+def check_ordered(items: object, what: str, entries: str, fix: str) -> None:
+    """Refuse ``items`` given as a mapping (its keys would be taken as the ``entries``; the
+    message suggests ``fix``) or a set (its order changes from run to run, and with it the
+    prompt and the citation numbers); ``what`` starts the message."""
+    kind = type(items).__name__
+    if isinstance(items, Mapping):
+        raise InvalidArgument(
+            f"{what}, not a {kind} (its keys would be taken as the {entries}): give {fix}"
+        )
+    if isinstance(items, AbstractSet):
+        raise InvalidArgument(
+            f"{what}, not a {kind} (its order changes from run to run, and with it the "
+            "prompt and the citation numbers): give a list, e.g. sorted(s)"
+        )
+
+
 def make_sources(
     items: Iterable[str | Source],
     *,
@@ -90,6 +107,9 @@ def make_sources(
             f"{type(items).__name__} (its keys would be taken as the texts): give "
             "list(d.values()), or [Source(text, metadata=...) ...]"
         )
+    check_ordered(
+        items, "sources must be a list of texts or Source objects", "texts", "list(d.values())"
+    )
     if isinstance(items, (str, bytes)):
         raise InvalidArgument("sources must be a list of texts or Source objects, not one str")
     return [make_source(item, i, id_function=id_function) for i, item in enumerate(items)]

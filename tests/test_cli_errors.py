@@ -160,6 +160,30 @@ def test_unwritable_html_path_fails_before_generating(
     assert f"cannot write --html {page}" in line
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_html_path_that_cannot_be_created_fails_before_generating(
+    docs: Path, tiny_trained_model_hash: Path, no_weights: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /proc takes no new file, even for root (whom os.access tells it may write anywhere).
+    page = Path("/proc/pleias-rag-test.html")
+    args = ("Eiffel?", "--docs", str(docs), "--model", str(tiny_trained_model_hash))
+    assert ask(*args, "--html", str(page)) == 2
+    line = one_line(capsys)
+    assert f"cannot write --html {page}" in line
+
+
+def test_html_check_leaves_no_file_and_keeps_an_existing_one(docs: Path, tmp_path: Path) -> None:
+    from pleias_rag.cli import CliError, _check_writable
+
+    new, old = tmp_path / "new.html", tmp_path / "old.html"
+    old.write_text("kept", encoding="utf-8")
+    _check_writable(new, "--html")
+    _check_writable(old, "--html")
+    assert not new.exists() and old.read_text(encoding="utf-8") == "kept"
+    with pytest.raises(CliError, match="does not exist"):
+        _check_writable(tmp_path / "nowhere" / "x.html", "--html")
+
+
 # -- the question ----------------------------------------------------------------------
 
 
@@ -214,6 +238,19 @@ def test_model_that_is_not_a_pleias_model(
     assert ask(CITED.query, "--docs", str(docs), "--model", str(folder)) == 2
     line = one_line(capsys)
     assert "is not a Pleias RAG model" in line and str(folder) in line
+
+
+def test_damaged_weights_are_one_line(
+    docs: Path, tmp_path: Path, tiny_trained_model_hash: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_trained_model_hash, damaged)
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    assert ask(CITED.query, "--docs", str(docs), "--model", str(damaged)) == 2
+    line = one_line(capsys)
+    assert f"could not load the weights of the model '{damaged}'" in line, line
+    assert "download the model again" in line
 
 
 def test_offline_hub_id_not_cached_fails_fast_and_once(

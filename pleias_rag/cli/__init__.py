@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
-import os
 import re
 import sys
 import threading
@@ -247,17 +247,26 @@ def render(args: argparse.Namespace) -> int:
 
 
 def _check_writable(path: Path, option: str) -> None:
-    """Fail now, not after generating, when ``path`` cannot be written."""
+    """Fail now, not after generating, when ``path`` cannot be written: the file is opened
+    for writing (and removed again when this made it). ``os.access`` is not enough: it says
+    yes to root, and knows nothing of /proc, read-only mounts or full disks."""
     problem = None
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         problem = "it is a folder; give a file name"
     elif not parent.is_dir():
         problem = f"the folder {parent} does not exist"
-    elif not os.access(parent, os.W_OK | os.X_OK) or (
-        path.exists() and not os.access(path, os.W_OK)
-    ):
-        problem = "permission denied"
+    else:
+        existed = path.exists()
+        try:
+            with open(path, "a", encoding="utf-8"):  # "a": an existing file is not emptied
+                pass
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        else:
+            if not existed:
+                with contextlib.suppress(OSError):
+                    path.unlink()
     if problem:
         raise CliError(f"cannot write {option} {path}: {problem}")
 
@@ -280,8 +289,6 @@ def _load_model(args: argparse.Namespace, question: str, found: Sequence[Source]
 
     try:
         model, window = _progress(f"Reading {args.model}", tokenizer)
-    except OSError as exc:
-        raise CliError(f"could not load the model {args.model!r}: {_first_line(exc)}") from None
     except PleiasError as exc:
         if "dialect" in str(exc):
             raise CliError(
@@ -290,7 +297,7 @@ def _load_model(args: argparse.Namespace, question: str, found: Sequence[Source]
                 "as PleIAs/Pleias-RAG-350M"
             ) from None
         raise CliError(f"cannot use the model {args.model!r}: {_one_line(str(exc))}") from None
-    except ValueError as exc:
+    except Exception as exc:  # OSError, ValueError, or a tokenizer library's own error
         raise CliError(f"could not load the model {args.model!r}: {_first_line(exc)}") from None
     if args.max_new_tokens >= window:
         raise CliError(
@@ -308,8 +315,12 @@ def _load_model(args: argparse.Namespace, question: str, found: Sequence[Source]
         ) from None
     try:
         _progress(f"Loading {args.model}", model.load)
-    except OSError as exc:
-        raise CliError(f"could not load the model {args.model!r}: {_first_line(exc)}") from None
+    except Exception as exc:  # a damaged weights file raises the loader's own error type
+        raise CliError(
+            f"could not load the weights of the model {args.model!r}: "
+            f"{type(exc).__name__}: {_first_line(exc)}; the files may be incomplete or "
+            "damaged: download the model again"
+        ) from None
     return model
 
 

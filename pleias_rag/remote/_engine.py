@@ -5,21 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 from ..dialects import CONTEXT_WINDOW, Dialect
 from ..engine import Completion, Engine, StreamItem
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, InvalidType
 from ..generation import GenerationSettings
 from ..tokens import EncodedPrompt, TokenCodec
 from ._config import ServerInfo, ServerKind
-from ._http import Transport
+from ._http import Transport, counted_in_the_next_request
 from ._request import Reply, body, check_text, completion, finish_reason, stream_delta
 from ._tokenizer import LoadedTokenizer, load_tokenizer
-from .errors import RemoteError, batch_error
+from .errors import batch_error
+
+_T = TypeVar("_T")
 
 
 class RemoteEngine(Engine):
@@ -99,16 +102,19 @@ class RemoteEngine(Engine):
             got = self.transport.request("POST", "/tokenize", {"content": text})
             return len(got["tokens"])
         if self.server == "vllm":
-            self.info.ensure()
+            self.prepare()
             req = {"model": self.info.name or "", "prompt": text, "add_special_tokens": False}
             return int(self.transport.request("POST", "/tokenize", req)["count"])
         raise InvalidArgument("count_tokens needs tokenizer= (the model's tokenizer folder) here")
 
     def prepare(self) -> None:
-        self.info.ensure()
+        # Asking /v1/models counts in the deadline of the call it is made for.
+        with counted_in_the_next_request():
+            self.info.ensure()
 
     async def aprepare(self) -> None:
-        await self.info.aensure()
+        with counted_in_the_next_request():
+            await self.info.aensure()
 
     def _body(
         self, prompt: EncodedPrompt, settings: GenerationSettings, *, stream: bool
@@ -142,46 +148,23 @@ class RemoteEngine(Engine):
     def complete(
         self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
     ) -> list[Completion]:
-        """Concurrent requests, at most ``max_concurrency`` at once (the server batches).
-
-        At the first failure the requests not yet sent are cancelled and those in flight
-        finished; then :class:`RemoteBatchError` carries every outcome."""
+        """Concurrent requests, at most ``max_concurrency`` at once (the server batches);
+        a failure as in :meth:`acomplete`, which runs them (on an event loop of its own)."""
         if len(prompts) == 1:
             return [self._complete(prompts[0], settings)]
-        failed = threading.Event()
-
-        def one(prompt: EncodedPrompt) -> Completion | None:
-            if failed.is_set():
-                return None  # not sent: an earlier request failed
-            try:
-                return self._complete(prompt, settings)
-            except BaseException:
-                failed.set()  # before this thread takes the next prompt
-                raise
-
-        pool = ThreadPoolExecutor(min(self._max_concurrency, len(prompts)), "pleias-remote")
-        futures = [pool.submit(one, p) for p in prompts]
-        try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-            if failed.is_set():
-                for future in futures:
-                    future.cancel()  # the ones not started; the running ones finish
-            pool.shutdown(wait=True)
-        except BaseException:  # interrupted while waiting
-            failed.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        outcomes = [None if f.cancelled() else (f.exception() or f.result()) for f in futures]
-        return self._gathered(outcomes)
+        return _on_a_loop_of_its_own(lambda: self.acomplete(prompts, settings))
 
     def _gathered(self, outcomes: list[Any]) -> list[Completion]:
-        """The completions, or the batch's error (another error than a server's as itself)."""
+        """The completions, or the batch's error (a bad argument as itself)."""
         errors = [o for o in outcomes if isinstance(o, BaseException)]
         if not errors:
             return list(outcomes)
-        if not isinstance(errors[0], RemoteError):
-            raise errors[0]  # a bug or a bad argument, not the server: raised as it is
-        raise batch_error(self.transport.settings.server, outcomes)
+        if isinstance(errors[0], (InvalidArgument, InvalidType)):
+            raise errors[0]  # the call's, not one request's
+        raise self.batch_error(outcomes)
+
+    def batch_error(self, results: list[Any]) -> BaseException:
+        return batch_error(self.transport.settings.server, results)
 
     # -- async -------------------------------------------------------------------------
 
@@ -207,34 +190,66 @@ class RemoteEngine(Engine):
     async def acomplete(
         self, prompts: Sequence[EncodedPrompt], settings: GenerationSettings
     ) -> list[Completion]:
-        """Concurrent requests, at most ``max_concurrency`` at once; a failure as in
-        :meth:`complete`."""
+        """Concurrent requests, at most ``max_concurrency`` at once. At the first failure the
+        requests in flight are cancelled (their connections closed) and the others not sent;
+        then :class:`RemoteBatchError` carries every outcome (None: cancelled or not sent)."""
         if len(prompts) == 1:
             return [await self._acomplete(prompts[0], settings)]
         limit = asyncio.Semaphore(self._max_concurrency)
-        failed = False
 
-        async def one(prompt: EncodedPrompt) -> Completion | None:
-            nonlocal failed
+        async def one(prompt: EncodedPrompt) -> Completion:
             async with limit:
-                if failed:
-                    return None  # not sent: an earlier request failed
-                try:
-                    return await self._acomplete(prompt, settings)
-                except BaseException:
-                    failed = True  # before the next one waiting for the semaphore starts
-                    raise
+                return await self._acomplete(prompt, settings)
 
         tasks = [asyncio.ensure_future(one(p)) for p in prompts]
         try:
-            await asyncio.wait(tasks)  # after a failure the others end at once or finish
-        except BaseException:  # cancelled: stop them all
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:  # a failure, or this call cancelled: stop the rest, wait until they are
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            raise
         outcomes = [None if t.cancelled() else (t.exception() or t.result()) for t in tasks]
         return self._gathered(outcomes)
+
+
+def _on_a_loop_of_its_own(work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """``work()`` run to its end by ``asyncio.run`` in a thread of its own, in a copy of this
+    context (the call's deadline goes with it), whether or not this thread runs a loop: the
+    sync batch is the async one, whose requests can be cancelled. An interrupt of the
+    waiting thread (Ctrl-C) cancels the work and waits for it to stop."""
+    context = contextvars.copy_context()
+    result: Future[_T] = Future()
+    started = threading.Event()
+    task: asyncio.Task[_T] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def main() -> _T:
+        nonlocal task, loop
+        task, loop = asyncio.current_task(), asyncio.get_running_loop()
+        started.set()
+        return await work()
+
+    def run() -> None:
+        try:
+            result.set_result(context.run(asyncio.run, main()))
+        except BaseException as exc:  # delivered to the waiting thread
+            result.set_exception(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=run, name="pleias-remote-batch", daemon=True)
+    thread.start()
+    try:
+        return result.result()
+    except BaseException:
+        if not result.done():  # interrupted while waiting: stop the requests
+            started.wait()
+            if loop is not None and task is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(task.cancel)
+        raise
+    finally:
+        thread.join()
 
 
 def _completion(reply: Reply, server: str) -> Completion:

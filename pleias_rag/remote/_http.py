@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -30,13 +31,19 @@ import httpx
 
 from .errors import RemoteConnectionError, RemoteError, RemoteStatusError, RemoteTimeoutError
 
-__all__ = ["HttpSettings", "Transport"]
+__all__ = ["HttpSettings", "Transport", "counted_in_the_next_request"]
 
 # The longest wait between two tries, whatever Retry-After says.
 _MAX_DELAY = 30.0
 _SSE_DONE = "[DONE]"
 _log = logging.getLogger("pleias_rag.remote")
 _T = TypeVar("_T")
+# Seconds the current call spent before its request (asking the server for its model): the
+# next request made in this context takes them off its deadline, so ``timeout`` covers both.
+_SPENT: ContextVar[float] = ContextVar("pleias_rag_remote_spent", default=0.0)
+# The SSE fields (https://html.spec.whatwg.org/#event-stream-interpretation); a body whose
+# lines are none of them (nor comments) is no event stream.
+_SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")
 
 
 @dataclass(frozen=True)
@@ -82,13 +89,26 @@ class _Retry(Exception):
 
 
 class _Sse:
-    """Decodes Server-Sent Events lines into the ``data`` of their events (JSON text)."""
+    """Decodes Server-Sent Events lines into the ``data`` of their events (JSON text).
+
+    Attributes:
+        done: the ``[DONE]`` event came.
+        events: a line of the event-stream format came (a field or a comment).
+        start: the start of the body while no such line came: what the server sent instead
+            of an event stream, to quote (a JSON answer sent without a Content-Type...).
+    """
 
     def __init__(self) -> None:
         self._data: list[str] = []
         self.done = False
+        self.events = False
+        self.start = ""
 
     def line(self, line: str) -> str | None:
+        if line.startswith(_SSE_FIELDS):
+            self.events = True
+        elif line and not self.events and len(self.start) < _START:
+            self.start += line + "\n"
         if line.startswith("data:"):
             self._data.append(line[5:].removeprefix(" "))
             return None
@@ -110,7 +130,11 @@ class _Deadline:
     def __init__(self, settings: HttpSettings) -> None:
         self.seconds = settings.timeout
         self.server = settings.server
-        self.at = time.monotonic() + settings.timeout
+        # The time the call already spent on this request's behalf (see _SPENT): taken once.
+        self.spent = _SPENT.get()
+        if self.spent:
+            _SPENT.set(0.0)
+        self.at = time.monotonic() + settings.timeout - self.spent
 
     def left(self) -> float:
         return self.at - time.monotonic()
@@ -127,10 +151,15 @@ class _Deadline:
         self, what: str, *, reason: str = "", status: int | None = None, body: str = ""
     ) -> RemoteTimeoutError:
         """The error of a call that ``what`` within its deadline."""
+        before = (
+            f"; {self.spent:.2g} s of it went to asking the server for its model first"
+            if self.spent >= 0.01
+            else ""
+        )
         msg = (
             f"the {self.server} {what} within the {self.seconds:g} s deadline (timeout="
-            f"{self.seconds:g} covers connecting, the retries and the whole answer: raise "
-            "timeout= for long generations)"
+            f"{self.seconds:g} covers connecting, the retries and the whole answer{before}: "
+            "raise timeout= for long generations)"
         )
         if reason:
             msg += f": {reason}"
@@ -169,6 +198,19 @@ class _Tries:
         )
         self._attempt += 1
         return delay
+
+
+@contextlib.contextmanager
+def counted_in_the_next_request() -> Iterator[None]:
+    """The time the block takes (asking the server for its model before a call) is taken off
+    the deadline of the next request made in this context (the call's own), so that
+    ``timeout`` is a deadline for the whole call. The block's own requests get a whole one."""
+    _SPENT.set(0.0)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        _SPENT.set(time.monotonic() - started)
 
 
 class _LoopClient:
@@ -358,15 +400,18 @@ class Transport:
     def _not_a_stream(self, response: httpx.Response, start: str) -> RemoteError | None:
         """The error for a 200 answer to a streaming request that is not an event stream."""
         kind = response.headers.get("content-type", "")
-        if not kind or kind.split(";")[0].strip().lower() == "text/event-stream":
+        if _is_event_stream(kind):
             return None
+        return self._not_events(kind, start, response.status_code)
+
+    def _not_events(self, kind: str, start: str, status: int | None) -> RemoteError:
         server = self.settings.server
         return RemoteError(
             f"the {server} answered the streaming request with {kind}, not an event stream "
             f"(text/event-stream): {start[:200]!r}. Is it an OpenAI-compatible completions "
             "endpoint that streams (stream=true)?",
             server=server,
-            status=response.status_code,
+            status=status,
             body=start,
         )
 
@@ -516,6 +561,10 @@ class Transport:
         """The payload of one SSE line; None is the end of the body (it must have had the
         ``[DONE]`` event)."""
         data = sse.line(line) if line is not None else sse.flush()
+        if not sse.events and sse.start and (line is None or len(sse.start) >= _START):
+            # No line of an event stream: a body sent without a Content-Type (else it was
+            # refused before reading), quoted rather than reported as a cut stream.
+            raise self._not_events("a body of no Content-Type", sse.start[:_START], None)
         if data is not None:
             yield self._payload(self._event(data, cut=line is None))
         if line is None:
@@ -610,11 +659,15 @@ def _cut(sock: socket.socket) -> None:
 _START = 2000  # how much of an unexpected answer is read, to quote it
 
 
+def _is_event_stream(kind: str) -> bool:
+    """Whether a Content-Type may be an event stream (none said: the lines will tell)."""
+    return not kind or kind.split(";")[0].strip().lower() == "text/event-stream"
+
+
 def _read_start(response: httpx.Response) -> str:
     """The start of a streamed answer's body when it is not an event stream ("" when it is:
     nothing is read then); closes the response after reading."""
-    kind = response.headers.get("content-type", "")
-    if not kind or kind.split(";")[0].strip().lower() == "text/event-stream":
+    if _is_event_stream(response.headers.get("content-type", "")):
         return ""
     got = b""
     with contextlib.closing(response), contextlib.suppress(httpx.HTTPError):
@@ -627,8 +680,7 @@ def _read_start(response: httpx.Response) -> str:
 
 async def _aread_start(response: httpx.Response) -> str:
     """:func:`_read_start`, async."""
-    kind = response.headers.get("content-type", "")
-    if not kind or kind.split(";")[0].strip().lower() == "text/event-stream":
+    if _is_event_stream(response.headers.get("content-type", "")):
         return ""
     got = b""
     try:

@@ -38,8 +38,9 @@ class RemoteBackend(Backend):
         api_key: sent as ``Authorization: Bearer``; None reads ``$PLEIAS_RAG_API_KEY`` (see
             ``api_key_env``). Never logged nor shown.
         api_key_env: the environment variable read when ``api_key`` is None.
-        timeout: a deadline in seconds for each call: connecting, every retry and its wait,
-            and the whole answer (for ``stream``/``astream``: the whole stream). A call still
+        timeout: a deadline in seconds for each call: asking the server for its model
+            (``model=None``) or window on the first call, connecting, every retry and its
+            wait, and the whole answer (for ``stream``/``astream``: the whole stream). A call still
             running when it passes raises :class:`~pleias_rag.remote.RemoteTimeoutError`; a
             wait for a retry (backoff, ``Retry-After``) that would end past it is not made.
             Raise it for long generations.
@@ -57,8 +58,8 @@ class RemoteBackend(Backend):
             it tells it, else the model config's.
         max_sources: most sources per prompt (default 10 for the numbered dialect).
         max_concurrency: most requests in flight for one ``answer_batch``. When a request of
-            a batch fails, those not yet sent are cancelled, those in flight finished, and
-            :class:`~pleias_rag.remote.RemoteBatchError` carries every answer and error.
+            a batch fails, those in flight are cancelled and those not yet sent are not
+            sent; :class:`~pleias_rag.remote.RemoteBatchError` carries every answer and error.
         generation: default :class:`~pleias_rag.GenerationSettings` (or a dict of them).
         headers: more HTTP headers.
         verify: TLS verification: True, False, a CA bundle path or an ``ssl.SSLContext``.

@@ -47,8 +47,8 @@ class RemoteTimeoutError(RemoteError, TimeoutError):
 class RemoteBatchError(RemoteError, BatchError):
     """Some requests of an ``answer_batch`` / ``aanswer_batch`` of several failed.
 
-    After the first failure the requests not yet sent are cancelled; those in flight are
-    finished (each within its ``timeout``), so no request outlives the error. ``status`` and
+    At the first failure the requests in flight are cancelled (their connections closed)
+    and those not yet sent are not sent, so no request outlives the error. ``status`` and
     ``__cause__`` are the first failure's, and so is the kind: the error raised is also a
     :class:`RemoteStatusError`, :class:`RemoteConnectionError` or :class:`RemoteTimeoutError`
     when the first failure is one (``except RemoteTimeoutError`` still catches a batch's).
@@ -57,7 +57,8 @@ class RemoteBatchError(RemoteError, BatchError):
         results: one entry per input, in input order: the
             :class:`~pleias_rag.PleiasAnswer` of a request that succeeded (the engine's
             :class:`~pleias_rag.engine.Completion` when raised by ``RemoteEngine.complete``
-            itself), the exception of one that failed, or None for one never sent.
+            itself), the exception of one that failed, or None for one cancelled in flight
+            or never sent.
     """
 
     def __init__(self, message: str, *, server: str, results: list[Any], status: int | None):
@@ -92,7 +93,7 @@ def batch_error(server: str, results: list[Any]) -> RemoteBatchError:
     unsent = sum(1 for r in results if r is None)
     message = (
         f"{len(errors)} of {len(results)} requests to the {server} failed ({answered} answered, "
-        f"{unsent} not sent; .results has each in input order); the first: {first}"
+        f"{unsent} cancelled or not sent; .results has each in input order); the first: {first}"
     )
     status = first.status if isinstance(first, RemoteError) else None
     kind = next((b for k, b in _BATCH_KINDS if isinstance(first, k)), RemoteBatchError)

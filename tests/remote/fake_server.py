@@ -41,7 +41,7 @@ class Step:
     # Answer these bytes instead (chunked, ``chunk_delay`` apart), as ``content_type``: raw SSE
     # lines for a stream (keep-alive comments, bad events), or any other body.
     raw_chunks: Sequence[bytes] | None = None
-    content_type: str = "text/event-stream"
+    content_type: str = "text/event-stream"  # "": no Content-Type header
     # Send a JSON answer this many bytes at a time, ``chunk_delay`` apart (a trickle).
     trickle: int | None = None
 
@@ -61,7 +61,9 @@ class FakeServer:
         plan: Sequence[Step] = (Step(),),
         models: Any = None,
         routes: dict[str, Step] | None = None,
+        models_delay: float = 0.0,
     ) -> None:
+        self.models_delay = models_delay  # before answering /v1/models
         self.plan = list(plan)
         # A prompt containing one of these strings gets its step (whatever the order).
         self.routes = dict(routes or {})
@@ -139,6 +141,7 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             self._record(None)
             if self.path == "/v1/models":
+                time.sleep(server.models_delay)
                 self._send_json(200, server.models)
             else:
                 self._send_json(404, {"error": {"message": "no such route"}})
@@ -188,7 +191,8 @@ def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
 
         def _chunked(self, content_type: str) -> None:
             self.send_response(200)
-            self.send_header("Content-Type", content_type)
+            if content_type:
+                self.send_header("Content-Type", content_type)
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
 

@@ -162,6 +162,33 @@ def test_retry_after_within_the_deadline_is_still_honoured() -> None:
         assert 0.25 < time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("how", ["answer", "aanswer", "stream"])
+@pytest.mark.parametrize("wants", ["name", "window"])
+def test_asking_the_server_for_its_model_counts_in_the_deadline(
+    how: str, wants: str, tiny_trained_model_hash: Any
+) -> None:
+    # /v1/models takes 0.6 s and the completion 0.6 s: together over timeout=1.
+    options: dict[str, Any] = (
+        {"model": None} if wants == "name" else {"tokenizer": tiny_trained_model_hash}
+    )
+    models = {"data": [{"id": "fake", "max_model_len": 2048}]}
+    with FakeServer([Step(delay=0.6)], models=models, models_delay=0.6) as fake:
+        b = RemoteBackend(fake.base_url, dialect="hash", timeout=1.0, **options)
+        assert (b.tokenizer is None) == (wants == "name")  # loaded now: not timed
+        with elapsed_below(1.4), pytest.raises(RemoteTimeoutError) as info:
+            if how == "answer":
+                b.answer("When?", SOURCES)
+            elif how == "aanswer":
+                asyncio.run(b.aanswer("When?", SOURCES))
+            else:
+                list(b.stream("When?", SOURCES))
+        deadline_error(info, "1")
+        assert "asking the server for its model" in str(info.value)
+        assert [r.path for r in fake.requests][:1] == ["/v1/models"]
+        # Once known, the next call has the whole timeout for its completion.
+        assert b.answer("When?", SOURCES).answer == "The answer."
+
+
 def test_a_slow_but_steady_stream_within_the_deadline_succeeds() -> None:
     with FakeServer([Step(chunks=WORDS[:10], chunk_delay=0.02)]) as fake:
         events = list(backend(fake.base_url, timeout=3.0).stream("When?", SOURCES))
@@ -203,6 +230,28 @@ def test_json_answer_to_a_stream_request_says_what_came_back() -> None:
         assert "application/json" in message and '{"choices"' in message, message
         assert "[DONE]" not in message and not isinstance(info.value, RemoteConnectionError)
         assert len(fake.completions) == 1
+
+
+@pytest.mark.parametrize("how", ["stream", "astream"])
+def test_json_answer_without_content_type_to_a_stream_request_says_what_came_back(
+    how: str,
+) -> None:
+    # No Content-Type to refuse it by: the body, which has no line of an event stream, tells.
+    answer = json.dumps({"choices": [{"text": "<|answer_start|>Hi", "finish_reason": "stop"}]})
+    with FakeServer([Step(raw_chunks=[answer.encode()], content_type="")]) as fake:
+        b = backend(fake.base_url)
+        with pytest.raises(RemoteError) as info:
+            if how == "stream":
+                list(b.stream("When?", SOURCES))
+            else:
+                asyncio.run(_events(b.astream("When?", SOURCES)))
+        message = str(info.value)
+        assert "no Content-Type, not an event stream" in message and '{"choices"' in message
+        assert "[DONE]" not in message and not isinstance(info.value, RemoteConnectionError)
+
+
+async def _events(stream: Any) -> list[Any]:
+    return [e async for e in stream]
 
 
 async def test_html_answer_to_a_stream_request_says_what_came_back() -> None:
