@@ -4,7 +4,9 @@
 
 On a random-weight model with the real inferred Pleias-RAG-350M vocabulary (the tiny shape:
 overhead-bound; ``350m``: the shape of ``../shared/models/pleias-rag-350m.config.json``),
-measures in one run:
+measures in one run, for each scheduler of ``PleiasModel`` (``scheduling="static"``: one
+padded ``generate`` per batch; ``"continuous"``: rows join and leave at every step) on the
+same weights:
 
 1. head-of-line blocking: a short answer alone, then arriving while a long one runs;
 2. an equal-length batch of 8 through ``answer_batch``;
@@ -14,7 +16,7 @@ measures in one run:
    manager (``generate_batch``, paged attention) on the same ids.
 
 Every generation has a fixed length (EOS suppressed), so the comparisons are fair. Prints a
-markdown report. Random weights write noise: speed only.
+markdown report with the ratios of issue #16's targets. Random weights write noise: speed only.
 """
 
 from __future__ import annotations
@@ -149,36 +151,98 @@ def transformers_cb(engine: PleiasModel, path: Path, plan: Plan) -> dict[str, fl
     return {"seconds": time.perf_counter() - started}
 
 
-def measure(engine: PleiasModel, plan: Plan, path: Path | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
+SCHEDULERS = ("static", "continuous")
+
+
+def measure_one(engine: PleiasModel, plan: Plan) -> dict[str, Any]:
+    return {
         "head_of_line": head_of_line(engine, plan),
         "equal_batch": equal_batch(engine, plan),
         "arrivals": arrivals(engine, plan),
     }
-    if path is not None:
+
+
+def measure(path: Path, device: str, plan: Plan, *, transformers: bool = False) -> dict[str, Any]:
+    """Every measure for each scheduler, on one copy of the weights."""
+    out: dict[str, Any] = {}
+    for scheduling in SCHEDULERS:
+        engine = PleiasModel.from_pretrained(
+            path, device=device, dtype="float32", scheduling=scheduling
+        ).load()
+        out[scheduling] = measure_one(engine, plan)
+    out["targets"] = targets(out["static"], out["continuous"])
+    if transformers:
         out["transformers_cb"] = transformers_cb(engine, path, plan)
     return out
 
 
+def targets(static: dict[str, Any], continuous: dict[str, Any]) -> dict[str, float]:
+    """The ratios issue #16 sets targets on (continuous against static)."""
+    arr_s, arr_c = static["arrivals"], continuous["arrivals"]
+    return {
+        "short_behind_long": continuous["head_of_line"]["ratio"],  # <= 1.5
+        "throughput": arr_c["tokens_per_s"] / arr_s["tokens_per_s"],  # >= 1.3
+        "p95": arr_c["p95_s"] / arr_s["p95_s"],  # <= 0.5
+        "equal_batch_speed": static["equal_batch"]["seconds"]
+        / continuous["equal_batch"]["seconds"],  # >= 0.95
+    }
+
+
+GOALS = {
+    "short_behind_long": ("<=", 1.5),
+    "throughput": (">=", 1.3),
+    "p95": ("<=", 0.5),
+    "equal_batch_speed": (">=", 0.95),
+}
+
+
 def report(result: dict[str, Any], plan: Plan, machine: str) -> str:
-    hol, batch, arr = result["head_of_line"], result["equal_batch"], result["arrivals"]
+    s, c = result["static"], result["continuous"]
+
+    def row(label: str, fmt: Any) -> str:
+        return f"| {label} | {fmt(s)} | {fmt(c)} |"
+
+    def arr(r: dict[str, Any]) -> str:
+        a = r["arrivals"]
+        return (
+            f"{a['seconds']:.2f} s, {a['tokens_per_s']:.0f} tok/s, "
+            f"p50 {a['p50_s']:.2f} s, p95 {a['p95_s']:.2f} s"
+        )
+
     lines = [
         f"Machine: {machine}",
         "",
-        "| measure | value |",
-        "|---|---|",
-        f"| {plan.short}-token answer alone | {hol['alone_s']:.2f} s |",
-        f"| ... behind a {plan.long}-token one | {hol['behind_s']:.2f} s ({hol['ratio']:.1f}x) |",
-        f"| answer_batch {plan.batch} x {plan.batch_tokens} tokens | {batch['seconds']:.2f} s |",
-        f"| {plan.requests} requests, {plan.lengths[0]}-{plan.lengths[1]} tokens, arriving "
-        f"over time | {arr['seconds']:.2f} s, {arr['tokens_per_s']:.0f} tok/s, "
-        f"p50 {arr['p50_s']:.2f} s, p95 {arr['p95_s']:.2f} s |",
+        "| measure | static | continuous |",
+        "|---|---|---|",
+        row(f"{plan.short}-token answer alone", lambda r: f"{r['head_of_line']['alone_s']:.2f} s"),
+        row(
+            f"... behind a {plan.long}-token one",
+            lambda r: f"{r['head_of_line']['behind_s']:.2f} s ({r['head_of_line']['ratio']:.1f}x)",
+        ),
+        row(
+            f"answer_batch {plan.batch} x {plan.batch_tokens} tokens",
+            lambda r: f"{r['equal_batch']['seconds']:.2f} s",
+        ),
+        row(
+            f"{plan.requests} requests, {plan.lengths[0]}-{plan.lengths[1]} tokens, "
+            "arriving over time",
+            arr,
+        ),
+        "",
+        "| target (continuous vs static) | goal | measured |",
+        "|---|---|---|",
     ]
+    for name, value in result["targets"].items():
+        op, goal = GOALS[name]
+        met = value <= goal if op == "<=" else value >= goal
+        lines.append(f"| {name} | {op} {goal} | {value:.2f}x {'met' if met else 'NOT met'} |")
     if "transformers_cb" in result:
         cb = result["transformers_cb"]["seconds"]
+        ours = c["equal_batch"]["seconds"]
+        lines.append("")
         lines.append(
-            f"| transformers generate_batch {plan.batch} x {plan.batch_tokens} | {cb:.2f} s "
-            f"({cb / batch['seconds']:.2f}x answer_batch) |"
+            f"transformers generate_batch {plan.batch} x {plan.batch_tokens}: {cb:.2f} s "
+            f"({cb / ours:.2f}x continuous answer_batch)"
         )
     return "\n".join(lines)
 
@@ -195,9 +259,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = None if shape is None else json.loads(shape.read_text())
     tokenizer = TOKENIZER if TOKENIZER.exists() else None
     path = cached_random_model("numbered", config=config, tokenizer_file=tokenizer)
-    engine = PleiasModel.from_pretrained(path, device=device, dtype="float32").load()
     plan = QUICK if args.quick else Plan()
-    result = measure(engine, plan, path if args.transformers_cb else None)
+    result = measure(path, device, plan, transformers=args.transformers_cb)
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"## bench_batching --shape {args.shape}\n")
     print(report(result, plan, f"{name}, torch {torch.__version__}"))

@@ -10,7 +10,6 @@ from types import ModuleType
 
 import pytest
 
-from pleias_rag import PleiasModel
 from pleias_rag.testing import cached_random_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,17 +27,24 @@ def _bench() -> ModuleType:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_quick_run_measures_and_reports() -> None:
+def test_quick_run_measures_both_schedulers_and_reports() -> None:
     bench = _bench()
-    engine = PleiasModel(cached_random_model("numbered"), device="cpu", dtype="float32")
     plan = bench.QUICK
-    result = bench.measure(engine, plan)
-    arrivals = result["arrivals"]
-    assert len(arrivals["latencies_s"]) == plan.requests
-    assert all(t > 0 for t in arrivals["latencies_s"])
-    assert plan.requests * plan.lengths[0] <= arrivals["tokens"] <= plan.requests * plan.lengths[1]
-    assert arrivals["p50_s"] <= arrivals["p95_s"] <= arrivals["seconds"]
-    hol = result["head_of_line"]
-    assert hol["ratio"] == pytest.approx(hol["behind_s"] / hol["alone_s"])
+    result = bench.measure(cached_random_model("numbered"), "cpu", plan)
+    for scheduling in bench.SCHEDULERS:
+        arrivals = result[scheduling]["arrivals"]
+        assert len(arrivals["latencies_s"]) == plan.requests
+        assert all(t > 0 for t in arrivals["latencies_s"])
+        lo, hi = plan.requests * plan.lengths[0], plan.requests * plan.lengths[1]
+        assert lo <= arrivals["tokens"] <= hi
+        assert arrivals["p50_s"] <= arrivals["p95_s"] <= arrivals["seconds"]
+        hol = result[scheduling]["head_of_line"]
+        assert hol["ratio"] == pytest.approx(hol["behind_s"] / hol["alone_s"])
+    got = result["targets"]
+    assert got["p95"] == pytest.approx(
+        result["continuous"]["arrivals"]["p95_s"] / result["static"]["arrivals"]["p95_s"]
+    )
     text = bench.report(result, plan, "test machine")
-    assert f"behind a {plan.long}-token one" in text and f"{hol['ratio']:.1f}x" in text
+    assert f"behind a {plan.long}-token one" in text
+    for name in bench.GOALS:
+        assert f"| {name} |" in text

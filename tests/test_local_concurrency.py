@@ -75,8 +75,7 @@ def test_concurrent_threads_get_the_sequential_answers(
         t.join(timeout=300)
     assert results == [reference[i % len(reference)] for i in range(n)]
     sizes = model.worker.batch_sizes[before:]
-    assert sum(sizes) == n
-    assert max(sizes) > 1  # calls were coalesced into shared generate calls
+    assert 1 < max(sizes) <= n  # calls were coalesced: rows generating together
 
 
 def test_threads_mixing_stream_batch_and_answer(model: Any, reference: list[PleiasAnswer]) -> None:

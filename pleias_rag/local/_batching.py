@@ -1,14 +1,18 @@
-"""The micro-batching worker: one thread owns the model and runs padded batched generates.
+"""The worker: one thread owns the model and runs every generation on it.
 
-Requests from any thread or asyncio task go into one queue. The worker takes the oldest
-request and every compatible one waiting (same decoding mode, up to ``max_batch_size``),
-waiting a few milliseconds for concurrent callers to arrive, then runs ONE left-padded,
-attention-masked ``generate`` for all of them. Greedy rows come out as they would one by one;
-each row stops on its own (see :class:`~._streaming.RowStopper`) and its result is sent as soon
-as it is done.
+Requests from any thread or asyncio task go into one queue. When nothing runs, the worker
+takes the oldest request and every compatible one waiting (up to ``max_batch_size``),
+waiting a few milliseconds for concurrent callers to arrive. Two schedulers run them:
 
-One request never fails its neighbours: an error raised by one row's own code (its decoding,
-its sampler) fails that row only, and when the batched ``generate`` itself raises, the rows not
+- continuous (the default, see :mod:`._continuous`): the rows decode together one step at a
+  time, requests arriving meanwhile join at the next step and finished rows leave at once;
+- static (``scheduling="static"``, and models whose cache layout it cannot merge): ONE
+  left-padded, attention-masked ``generate`` for the batch; requests arriving meanwhile wait
+  for its longest row. Each row stops on its own (see :class:`~._streaming.RowStopper`).
+
+Greedy rows come out as they would one by one, and each result is sent as soon as its row is
+done. One request never fails its neighbours: an error raised by one row's own code (its
+decoding, its sampler) fails that row only, and when the batch itself fails, the rows not
 yet done are run again in halves until the failing one is alone; only its caller gets the
 error. A streamed row run again sends only what it had not sent yet (see ``Row.replay``).
 """
@@ -25,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ._continuous import Scheduler, supports
 from ._sampling import RowSampler
 from ._streaming import Request, Row, RowStopper
 
@@ -39,7 +44,7 @@ def batch_key(req: Request) -> Hashable:
     Decoding settings are per row (see :mod:`._sampling`), so only the tokenizer-derived
     values and the batch size limit matter.
     """
-    return (id(req.codec), req.pad_id, req.stop_ids, req.max_batch_size)
+    return (id(req.codec), req.pad_id, req.stop_ids, req.max_batch_size, req.continuous)
 
 
 class _Loop:
@@ -53,8 +58,10 @@ class _Loop:
         self.closed = False
         self.busy = False
         self.steps = 0  # decoding steps run, for tests and stats
-        self.batches: list[int] = []  # size of each generate call, most recent last (bounded)
-        self.running: list[Request] = []
+        self.batches: list[int] = []  # rows generating together, most recent last (bounded)
+        self.running: list[Request] = []  # of the static generate running
+        self.continuous = supports(model)  # whether its cache layout lets rows join
+        self.scheduler: Scheduler | None = None  # built on the first continuous request
 
     def submit(self, requests: Sequence[Request]) -> None:
         with self.cond:
@@ -73,7 +80,8 @@ class _Loop:
         with self.cond:
             self.closed = True
             stranded, self.pending = list(self.pending), deque()
-            for req in self.running:
+            running = [*self.running, *(self.scheduler.requests if self.scheduler else ())]
+            for req in running:
                 req.cancel()
             self.cond.notify_all()
         for req in stranded:
@@ -82,30 +90,75 @@ class _Loop:
     def run(self) -> None:
         try:
             while True:
-                batch = self._next_batch()
-                if batch is None:
-                    return
-                if batch:
-                    self._generate(batch)
+                sched = self.scheduler
+                if sched is not None and not sched.idle:
+                    joiners = self._joiners(sched)
+                    if joiners:
+                        sched.admit(joiners)
+                    sched.step()
+                else:
+                    batch = self._next_batch()
+                    if batch is None:
+                        return
+                    if batch and batch[0].continuous and self.continuous:
+                        sched = self._scheduler()
+                        sched.admit(batch)
+                        sched.step()
+                    elif batch:
+                        self._generate(batch)
                 with self.cond:
-                    self.busy = False
+                    self.busy = self.scheduler is not None and not self.scheduler.idle
                     self.cond.notify_all()
         except BaseException as exc:  # KeyboardInterrupt, SystemExit... in generation
             # Never leave a caller waiting on a dead thread.
+            if self.scheduler is not None:
+                self.scheduler.fail_all(exc)
             with self.cond:
                 self.closed, self.busy = True, False
-                self.model = None  # free the weights: the shared cache builds a new worker
+                self._free()  # the shared cache builds a new worker
                 stranded, self.pending = list(self.pending), deque()
                 self.cond.notify_all()
             for req in stranded:
                 req.sink.put(RuntimeError(f"the generation worker of {self.name!r} died: {exc!r}"))
             raise
 
+    def _free(self) -> None:
+        """Drop the weights (and the scheduler holding them)."""
+        self.model = None
+        self.scheduler = None
+
+    def _scheduler(self) -> Scheduler:
+        if self.scheduler is None:
+            self.scheduler = Scheduler(self.model, self._on_step, self._on_batch)
+        return self.scheduler
+
+    def _joiners(self, sched: Scheduler) -> list[Request]:
+        """The waiting requests that may join the running batch now (no waiting)."""
+        room = sched.room()
+        with self.cond:
+            if room <= 0 or not self.pending:
+                return []
+            key = batch_key(sched.requests[0])
+            joiners: list[Request] = []
+            rest: deque[Request] = deque()
+            for req in self.pending:
+                if req.cancelled:
+                    continue
+                if len(joiners) < room and batch_key(req) == key:
+                    joiners.append(req)
+                else:
+                    rest.append(req)
+            self.pending = rest
+            return joiners
+
+    def _on_batch(self, rows: int) -> None:
+        self.batches = [*self.batches[-99:], rows]
+
     def _next_batch(self) -> list[Request] | None:
         with self.cond:
             while not self.pending:
                 if self.closed:
-                    self.model = None  # free the weights now
+                    self._free()  # free the weights now
                     return None
                 self.cond.wait()
             first = self.pending[0]
@@ -191,7 +244,7 @@ class _Loop:
             pad_token_id=first.pad_id,
             use_cache=True,
         )
-        self.batches = [*self.batches[-99:], len(batch)]
+        self._on_batch(len(batch))
         with torch.inference_mode():
             model.generate(
                 input_ids=input_ids.to(device),
@@ -239,7 +292,8 @@ class Worker:
 
     @property
     def batch_sizes(self) -> list[int]:
-        """Rows of the most recent generate calls, oldest first (at most 100)."""
+        """Rows generating together after each join (continuous) or in each ``generate``
+        call (static), oldest first (at most 100)."""
         return list(self._loop.batches)
 
     def submit(self, requests: Sequence[Request]) -> None:

@@ -19,10 +19,13 @@ from ._streaming import Item, LoopSink, Output, Request, Sink, ThreadSink
 class LocalEngine(Engine):
     """Generation with transformers in this process (see :class:`~pleias_rag.PleiasModel`)."""
 
-    def __init__(self, res: Resources, *, max_batch_size: int, batch_window: float) -> None:
+    def __init__(
+        self, res: Resources, *, max_batch_size: int, batch_window: float, continuous: bool = True
+    ) -> None:
         self.res = res
         self._max_batch_size = max_batch_size
         self._batch_window = batch_window
+        self._continuous = continuous
 
     def __repr__(self) -> str:
         return f"LocalEngine({self.res.name!r})"
@@ -57,6 +60,7 @@ class LocalEngine(Engine):
             stream=stream,
             max_batch_size=self._max_batch_size,
             batch_window=self._batch_window,
+            continuous=self._continuous,
             seed=request_seed(settings),
         )
 

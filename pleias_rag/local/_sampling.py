@@ -43,20 +43,18 @@ class RowSampler(LogitsProcessor):
         self._batch: _Batch | None = None
         self.generators: list[torch.Generator | None] = []
         for row in self.rows:
-            s = row.request.settings
-            if s.greedy:
-                self.generators.append(None)
-                continue
-            gen = torch.Generator(device=device)
             try:
-                gen.manual_seed(row.request.seed)
+                gen = row.generator(device)
             except (ValueError, TypeError, OverflowError, RuntimeError) as exc:
                 row.fail(exc)  # this row alone (settings check the seed: never expected)
-                self.generators.append(None)
-                continue
+                gen = None
             self.generators.append(gen)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
+        return self.apply(scores)
+
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        """Modify ``scores`` (one row per row, in place) so their argmax is each row's token."""
         short = [
             i
             for i, row in enumerate(self.rows)

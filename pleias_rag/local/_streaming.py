@@ -162,6 +162,8 @@ class Request:
     stream: bool = False
     max_batch_size: int = 8
     batch_window: float = 0.0
+    # Join a running batch at the next step (continuous scheduling), or run in one generate.
+    continuous: bool = True
     # Seed of this request's private sampling generator (unused when greedy).
     seed: int = 0
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -202,6 +204,21 @@ class Row:
         self.done = False
         self.replay = tuple(replay)
         self._cause = cause
+        # Nobody reads its text before the end and no stop string is sought: the tokens are
+        # decoded once when it finishes, not one by one (per-step Python work).
+        self._plain = not request.stream and not request.settings.stop
+        self._generator: torch.Generator | None = None
+
+    def generator(self, device: torch.device) -> torch.Generator | None:
+        """This row's sampling generator, seeded once (None when greedy): it lives with the
+        row, so its draws continue whatever batch the row is in."""
+        if self.request.settings.greedy:
+            return None
+        if self._generator is None:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.request.seed)
+            self._generator = gen
+        return self._generator
 
     def again(self, cause: BaseException) -> Row:
         """A fresh row of this request, to run it again after its batch failed with ``cause``;
@@ -230,6 +247,12 @@ class Row:
             return
         self.tokens += 1
         self.ids.append(token_id)
+        if self._plain:
+            if token_id in self.request.stop_ids:
+                self.finish("stop")
+            elif self.tokens >= self.request.settings.max_new_tokens:
+                self.finish("length")
+            return
         text, stopped = self.matcher.feed(self.decoder.step(token_id))
         self._emit(text)
         if stopped:
@@ -244,7 +267,9 @@ class Row:
         if self.done:
             return
         self.done = True
-        if flush:
+        if self._plain:
+            self.parts = [self.request.codec.decode(self.ids)]
+        elif flush:
             text, stopped = self.matcher.feed(self.decoder.flush())
             self._emit(text)
             if not stopped:

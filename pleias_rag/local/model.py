@@ -19,6 +19,8 @@ from ._engine import LocalEngine
 from ._loading import resolve_device, resolve_dtype
 from ._resources import Resources
 
+SCHEDULING = ("continuous", "static")
+
 
 class PleiasModel(Backend):
     """A Pleias RAG model run in-process: batched, streaming, thread- and async-safe.
@@ -40,8 +42,12 @@ class PleiasModel(Backend):
         revision: the hub revision.
         context_window: overrides the config's ``max_position_embeddings``.
         max_sources: most sources per prompt (default 10 for the numbered dialect).
-        max_batch_size: most questions per ``generate`` call.
-        batch_window: seconds the worker waits for concurrent calls to join a batch.
+        max_batch_size: most questions generating together.
+        batch_window: seconds an idle worker waits for concurrent calls to start together.
+        scheduling: ``continuous`` (default): a call arriving while others generate joins
+            them at the next decoding step, and each leaves the moment it is done;
+            ``static``: one ``generate`` per batch, later calls waiting for its longest row
+            (also what models whose cache cannot be merged get).
         generation: default :class:`~pleias_rag.GenerationSettings` (or a dict of them).
         model_kwargs: more ``from_pretrained`` arguments for the model (``attn_implementation``...).
         tokenizer_kwargs: more ``from_pretrained`` arguments for the tokenizer.
@@ -60,6 +66,7 @@ class PleiasModel(Backend):
         max_sources: int | None = None,
         max_batch_size: int = 8,
         batch_window: float = 0.003,
+        scheduling: str = "continuous",
         generation: GenerationSettings | Mapping[str, Any] | None = None,
         model_kwargs: Mapping[str, Any] | None = None,
         tokenizer_kwargs: Mapping[str, Any] | None = None,
@@ -74,6 +81,10 @@ class PleiasModel(Backend):
             raise InvalidArgument(
                 "device_map needs the accelerate package: pip install accelerate, "
                 "or pass device= instead"
+            )
+        if scheduling not in SCHEDULING:
+            raise InvalidArgument(
+                f"scheduling must be one of {', '.join(map(repr, SCHEDULING))}, got {scheduling!r}"
             )
         dev = resolve_device(device)
         self._res = Resources(
@@ -90,6 +101,7 @@ class PleiasModel(Backend):
             self._res,
             max_batch_size=check_int("max_batch_size", max_batch_size, 1),
             batch_window=check_seconds("batch_window", batch_window, maximum=1.0),
+            continuous=scheduling == "continuous",
         )
         super().__init__(
             engine, generation=generation, context_window=context_window, max_sources=max_sources
