@@ -33,6 +33,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.block_translators import register_translator
 
 from pleias_rag.answer import Citation, PleiasAnswer
+from pleias_rag.backend import Backend
 from pleias_rag.fallback import has_answer, stream_rest, visible_text
 from pleias_rag.sources import Source
 from pleias_rag.views.labels import source_label
@@ -236,7 +237,7 @@ def _has_reasoning(answer: PleiasAnswer) -> bool:
     return any(name in answer.sections for name in REASONING_SECTIONS)
 
 
-def usage(answer: PleiasAnswer, backend: Any, query: str) -> UsageMetadata:
+def usage(answer: PleiasAnswer, backend: Backend, query: str) -> UsageMetadata:
     """Token counts: the backend's, else counted with its tokenizer; the analysis counted
     with the tokenizer as ``output_token_details.reasoning``."""
     prompt = answer.prompt_tokens

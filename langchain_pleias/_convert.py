@@ -23,6 +23,7 @@ from pleias_rag.answer import Citation, PleiasAnswer
 from pleias_rag.backend import Backend, resolve_backend
 from pleias_rag.dialects import check_dialect
 from pleias_rag.errors import InvalidArgument
+from pleias_rag.generation import GENERATION_OPTIONS, generation_kwargs
 from pleias_rag.sources import Source
 from pleias_rag.views.ranking import SourceUse
 
@@ -33,8 +34,13 @@ from pleias_rag.views.ranking import SourceUse
 #: warning says, once, that they have no effect.
 CLIENT_INIT_ARGS = frozenset({"timeout", "max_retries", "api_key"})
 IGNORED_INIT_ARGS = CLIENT_INIT_ARGS  # the former name
-#: Per-call generation overrides accepted by ``invoke(..., name=value)``.
-GENERATION_KWARGS = frozenset({"max_tokens", "max_new_tokens", "temperature", "top_p", "seed"})
+#: LangChain's names of the core's generation options (``max_tokens``, its usual name).
+GENERATION_ALIASES = {"max_tokens": "max_new_tokens"}
+#: Per-call generation overrides accepted by ``invoke(..., name=value)``: the core's options
+#: (:data:`pleias_rag.generation.GENERATION_OPTIONS`, GenerationSettings' fields, so that a
+#: new core option is taken with no edit here) and their aliases; ``stop`` is LangChain's
+#: own call argument.
+GENERATION_KWARGS = frozenset({*GENERATION_OPTIONS, *GENERATION_ALIASES}) - {"stop"}
 #: Where annotated document copies keep what the model did with them.
 SOURCE_ID_KEY = "pleias_source_id"
 CITATIONS_KEY = "pleias_citations"
@@ -448,6 +454,10 @@ class PleiasParams(BaseModel):
     """Nucleus sampling threshold (only when sampling). None: the engine's."""
     seed: int | None = Field(default=None, ge=0)
     """Makes sampling reproducible."""
+    min_new_tokens: int | None = Field(default=None, ge=0)
+    """Generate at least this many tokens (benchmarks that need a fixed output length).
+    None: the engine's (0). Every core generation option (``GenerationSettings``' fields) is
+    also taken per call: ``invoke(..., min_new_tokens=8)``."""
     stop: list[str] | None = None
     """Stop strings: the output is cut before the first one found."""
 
@@ -535,23 +545,36 @@ class PleiasParams(BaseModel):
             )
         return self._backend
 
-    def _generation(self, stop: list[str] | None, overrides: dict[str, Any]) -> dict[str, Any]:
-        """Engine generation arguments: fields, then per-call ``overrides`` (consumed)."""
-        gen: dict[str, Any] = {"temperature": self.temperature}
-        if self.max_tokens is not None:
-            gen["max_new_tokens"] = self.max_tokens
-        if self.top_p is not None:
-            gen["top_p"] = self.top_p
-        if self.seed is not None:
-            gen["seed"] = self.seed
-        for name in sorted(GENERATION_KWARGS & overrides.keys()):
-            value = overrides.pop(name)
-            if value is not None:
-                gen["max_new_tokens" if name == "max_tokens" else name] = value
+    def _generation(
+        self,
+        stop: list[str] | None,
+        overrides: dict[str, Any],
+        backend: Backend | None = None,
+    ) -> dict[str, Any]:
+        """Engine generation arguments: the fields that are core options, then the per-call
+        ``overrides`` that are (consumed), then the stop strings; checked by the core
+        (against ``backend``'s default settings when given).
+
+        Raises:
+            InvalidArgument: a value out of range (e.g. ``min_new_tokens`` above the
+                ``max_new_tokens`` in force).
+        """
+        defaults = {
+            name: getattr(self, name)
+            for name in type(self).model_fields
+            if name != "stop" and GENERATION_ALIASES.get(name, name) in GENERATION_OPTIONS
+        }
+        per_call = {
+            name: overrides.pop(name) for name in sorted(GENERATION_KWARGS & overrides.keys())
+        }
         stops = stop if stop is not None else self.stop
-        if stops:
-            gen["stop"] = list(stops)
-        return gen
+        return generation_kwargs(
+            defaults,
+            per_call,
+            {"stop": list(stops) if stops else None},
+            aliases=GENERATION_ALIASES,
+            base=None if backend is None else backend.settings,
+        )
 
     def _ls_generation(self, stop: list[str] | None, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The ``ls_*`` tracing params for generation settings."""
@@ -584,6 +607,7 @@ class PleiasLanguageModel(PleiasParams):
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "min_new_tokens": self.min_new_tokens,
             "stop": self.stop,
         }
 

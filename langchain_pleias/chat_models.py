@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -53,8 +53,16 @@ from ._convert import (
     warn_if_stuffed,
 )
 
-_Plan = tuple[Backend, list[tuple[Any, ...]], list[tuple[str, list[Source]]], dict[str, Any]]
-"""A batch to generate ahead: the backend, each call's key, the items, the settings."""
+
+@dataclass(frozen=True)
+class _Plan:
+    """A batch to generate ahead: the backend, each call's key, the items, the settings."""
+
+    backend: Backend
+    keys: list[tuple[Any, ...]]
+    items: list[tuple[str, list[Source]]]
+    gen: dict[str, Any]
+
 
 #: Answers generated ahead by ``batch``/``abatch`` in one engine batch, by call (see
 #: :func:`_call_key`); each input's run reads its own.
@@ -289,19 +297,10 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         if not inputs:
             return []
         configs, kwargs = _batch_configs(inputs, config, kwargs)
-        plan = self._prefetch_plan(inputs, configs, kwargs)
-        answers: dict[tuple[Any, ...], PleiasAnswer] = {}
-        if plan is not None:
-            backend, keys, items, gen = plan
-            try:
-                answers = dict(zip(keys, backend.answer_batch(items, **gen), strict=True))
-            except Exception:  # each input's own run reports its error
-                logger.debug("batched generation failed; answering one by one", exc_info=True)
-        token = _PREFETCHED.set(answers)
-        try:
+        ahead = _Prefetch(self._prefetch_plan(inputs, configs, kwargs))
+        ahead.generate()
+        with ahead.readable():
             return super().batch(inputs, configs, return_exceptions=return_exceptions, **kwargs)
-        finally:
-            _PREFETCHED.reset(token)
 
     async def abatch(
         self,
@@ -315,22 +314,96 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         if not inputs:
             return []
         configs, kwargs = _batch_configs(inputs, config, kwargs)
-        plan = self._prefetch_plan(inputs, configs, kwargs)
-        answers: dict[tuple[Any, ...], PleiasAnswer] = {}
-        if plan is not None:
-            backend, keys, items, gen = plan
-            try:
-                done = await backend.aanswer_batch(items, **gen)
-                answers = dict(zip(keys, done, strict=True))
-            except Exception:
-                logger.debug("batched generation failed; answering one by one", exc_info=True)
-        token = _PREFETCHED.set(answers)
-        try:
+        ahead = _Prefetch(self._prefetch_plan(inputs, configs, kwargs))
+        await ahead.agenerate()
+        with ahead.readable():
             return await super().abatch(
                 inputs, configs, return_exceptions=return_exceptions, **kwargs
             )
-        finally:
-            _PREFETCHED.reset(token)
+
+    @overload
+    def batch_as_completed(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: Literal[False] = False,
+        **kwargs: Any,
+    ) -> Iterator[tuple[int, AIMessage]]: ...
+
+    @overload
+    def batch_as_completed(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: Literal[True],
+        **kwargs: Any,
+    ) -> Iterator[tuple[int, AIMessage | Exception]]: ...
+
+    def batch_as_completed(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> Iterator[tuple[int, AIMessage | Exception]]:
+        """``(index, answer)`` of each input as soon as it is done; ``documents=`` as for
+        :meth:`batch` (one list for all, or one per input).
+
+        The inputs run concurrently, each its own call (answers come as they finish, which
+        one engine batch would hold back to the last): a local model batches concurrent
+        calls itself, a server its concurrent requests.
+        """
+        if not inputs:
+            return
+        configs, kwargs = _batch_configs(inputs, _config_list(config), kwargs)
+        # cast: the base's overloads take return_exceptions as a Literal, this passes a bool
+        run = cast(
+            "Callable[..., Iterator[tuple[int, AIMessage | Exception]]]", super().batch_as_completed
+        )
+        yield from run(inputs, configs, return_exceptions=return_exceptions, **kwargs)
+
+    @overload
+    def abatch_as_completed(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: Literal[False] = False,
+        **kwargs: Any,
+    ) -> AsyncIterator[tuple[int, AIMessage]]: ...
+
+    @overload
+    def abatch_as_completed(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: Literal[True],
+        **kwargs: Any,
+    ) -> AsyncIterator[tuple[int, AIMessage | Exception]]: ...
+
+    async def abatch_as_completed(
+        self,
+        inputs: Sequence[LanguageModelInput],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> AsyncIterator[tuple[int, AIMessage | Exception]]:
+        """:meth:`batch_as_completed` as an async iterator."""
+        if not inputs:
+            return
+        configs, kwargs = _batch_configs(inputs, _config_list(config), kwargs)
+        # cast: as in batch_as_completed
+        run = cast(
+            "Callable[..., AsyncIterator[tuple[int, AIMessage | Exception]]]",
+            super().abatch_as_completed,
+        )
+        async for done in run(inputs, configs, return_exceptions=return_exceptions, **kwargs):
+            yield done
 
     def _prefetch_plan(
         self,
@@ -359,7 +432,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
             return None
         keys = [_call_key(c) for c in prepared]
         items = [(c.query, c.sources) for c in prepared]
-        return prepared[0].backend, keys, items, prepared[0].gen
+        return _Plan(prepared[0].backend, keys, items, prepared[0].gen)
 
     # -- generation --
 
@@ -370,7 +443,7 @@ class ChatPleias(PleiasLanguageModel, CondenseSettings, BaseChatModel):
         kwargs.pop("stream", None)
         documents = kwargs.pop("documents", None)
         backend = self._get_backend(kwargs.pop("model", None))
-        gen = self._generation(stop, kwargs)
+        gen = self._generation(stop, kwargs, backend)
         unexpected_kwargs("ChatPleias", kwargs)
         query, block_sources = split_messages(messages)
         history = split_conversation(messages) if self.condense_llm is not None else []
@@ -591,6 +664,56 @@ def _batch_configs(
         configurable["documents"] = docs
         out.append(cast("RunnableConfig", {**cfg, "configurable": configurable}))
     return out, kwargs
+
+
+class _Prefetch:
+    """The answers of a :class:`_Plan`, generated in one engine batch before the inputs'
+    own runs (which read them, :func:`_prefetched`, while :meth:`readable`). When the batch
+    fails, nothing is kept: each input's run answers on its own and reports its own error.
+    """
+
+    def __init__(self, plan: _Plan | None) -> None:
+        self.plan = plan
+        self.answers: dict[tuple[Any, ...], PleiasAnswer] = {}
+
+    def generate(self) -> None:
+        """Generate the plan's answers (sync)."""
+        if (plan := self.plan) is not None:
+            with self._kept(plan) as keep:
+                keep(plan.backend.answer_batch(plan.items, **plan.gen))
+
+    async def agenerate(self) -> None:
+        """Generate the plan's answers without blocking the event loop."""
+        if (plan := self.plan) is not None:
+            with self._kept(plan) as keep:
+                keep(await plan.backend.aanswer_batch(plan.items, **plan.gen))
+
+    @contextlib.contextmanager
+    def _kept(self, plan: _Plan) -> Iterator[Callable[[list[PleiasAnswer]], None]]:
+        """``keep(answers)`` stores a batch's answers; a failure on the way is logged."""
+
+        def keep(done: list[PleiasAnswer]) -> None:
+            self.answers = dict(zip(plan.keys, done, strict=True))
+
+        try:
+            yield keep
+        except Exception:  # each input's own run reports its error
+            logger.debug("batched generation failed; answering one by one", exc_info=True)
+
+    @contextlib.contextmanager
+    def readable(self) -> Iterator[None]:
+        """While open, the inputs' runs read the answers generated ahead."""
+        token = _PREFETCHED.set(self.answers)
+        try:
+            yield
+        finally:
+            _PREFETCHED.reset(token)
+
+
+def _config_list(
+    config: RunnableConfig | Sequence[RunnableConfig] | None,
+) -> RunnableConfig | list[RunnableConfig] | None:
+    return list(config) if isinstance(config, Sequence) else config
 
 
 def _gen_key(gen: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict
 
 from pleias_rag.answer import PleiasAnswer
+from pleias_rag.backend import Backend
 from pleias_rag.errors import InvalidArgument
 from pleias_rag.fallback import stream_rest, visible_text
 from pleias_rag.parser import AnswerDelta, Finished
@@ -92,16 +93,19 @@ class PleiasLLM(PleiasLanguageModel, BaseLLM):
 
     def _prepare(
         self, prompts: Sequence[str], stop: list[str] | None, kwargs: dict[str, Any]
-    ) -> tuple[Any, list[tuple[str, list[Source]]], dict[str, Any]]:
+    ) -> tuple[Backend, list[tuple[str, list[Source]]], dict[str, Any]]:
         kwargs = dict(kwargs)
         per_prompt = _per_prompt(kwargs.pop("documents", None), len(prompts))
         backend = self._get_backend(kwargs.pop("model", None))
-        gen = self._generation(stop, kwargs)
+        gen = self._generation(stop, kwargs, backend)
         unexpected_kwargs("PleiasLLM", kwargs)
         return backend, [(p, s) for p, s in zip(prompts, per_prompt, strict=True)], gen
 
     def _result(
-        self, backend: Any, items: Sequence[tuple[str, list[Source]]], answers: list[PleiasAnswer]
+        self,
+        backend: Backend,
+        items: Sequence[tuple[str, list[Source]]],
+        answers: list[PleiasAnswer],
     ) -> LLMResult:
         generations = []
         total = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -205,7 +209,7 @@ def _call_sources(documents: object, n: int) -> Iterator[None]:
         _CALL_SOURCES.reset(token)
 
 
-def _info(answer: PleiasAnswer, backend: Any, query: str) -> dict[str, Any]:
+def _info(answer: PleiasAnswer, backend: Backend, query: str) -> dict[str, Any]:
     extra, meta = message_parts(answer, backend.model_name)
     meta.pop("model_provider")
     return {
@@ -216,7 +220,7 @@ def _info(answer: PleiasAnswer, backend: Any, query: str) -> dict[str, Any]:
     }
 
 
-def _chunk(event: object, backend: Any, query: str) -> GenerationChunk | None:
+def _chunk(event: object, backend: Backend, query: str) -> GenerationChunk | None:
     if isinstance(event, AnswerDelta) and event.text:
         return GenerationChunk(text=event.text)
     if isinstance(event, Finished):

@@ -288,7 +288,6 @@ def test_bad_settings_are_rejected() -> None:
         ([HumanMessage([{"type": "image", "url": "http://x/y.png"}])], {}, "text only"),
         ([HumanMessage("q")], {"documents": ["a plain string"]}, r"documents\[0\] is a str"),
         ([HumanMessage("q")], {"documents": Document("one")}, "must be a list"),
-        ([HumanMessage("q")], {"documents": [Document(" \n")]}, "empty page_content"),
         ([HumanMessage(["q", create_plaintext_block(url="http://x")])], {}, "not fetched"),
         ([HumanMessage("q")], {"tools": [{"name": "t"}]}, "unexpected argument"),
     ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ from pydantic import ValidationError
 
 from langchain_pleias import ChatPleias, PleiasLLM, _convert, create_pleias_rag_chain
 from langchain_pleias._convert import system_passages
+from pleias_rag.generation import GENERATION_OPTIONS, GenerationSettings
 from pleias_rag.sources import source_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -367,6 +369,47 @@ async def test_abatch_with_documents_per_input_is_one_engine_batch() -> None:
     assert [[s.ref for s in sources] for _, sources in items] == [[a], [b]]
 
 
+def sources_by_query(backend: ScriptedBackend) -> dict[str, list[Any]]:
+    """The documents each query of the backend's single calls was answered from."""
+    return {q: [s.ref for s in sources] for kind, (q, sources, _) in backend.calls}
+
+
+def test_batch_as_completed_sends_each_input_its_own_documents() -> None:
+    a, b = Document("Honey bees dance."), Document("Ants walk.")
+    backend = ScriptedBackend(
+        {
+            "Bees?": hash_output("ok", "They dance" + ref(source_id(a.page_content), "bees dance")),
+            "Ants?": hash_output("ok", "They walk" + ref(source_id(b.page_content), "Ants walk")),
+        }
+    )
+    chat = ChatPleias(model=backend)
+    done = dict(chat.batch_as_completed(["Bees?", "Ants?"], documents=[[a], [b]]))
+    assert {i: r.text for i, r in done.items()} == {0: "They dance[1]", 1: "They walk[1]"}
+    assert sources_by_query(backend) == {"Bees?": [a], "Ants?": [b]}
+    # One list for every input, and per-input configs, keep working.
+    backend.calls.clear()
+    list(chat.batch_as_completed(["Bees?", "Ants?"], documents=[a, b]))
+    assert sources_by_query(backend) == {"Bees?": [a, b], "Ants?": [a, b]}
+    backend.calls.clear()
+    configs: list[Any] = [
+        {"configurable": {"documents": [b]}},
+        {"configurable": {"documents": [a]}},
+    ]
+    list(chat.batch_as_completed(["Bees?", "Ants?"], configs))
+    assert sources_by_query(backend) == {"Bees?": [b], "Ants?": [a]}
+    with pytest.raises(ValueError, match="2 lists for 3 inputs"):
+        list(chat.batch_as_completed(["a", "b", "c"], documents=[[a], [b]]))
+
+
+async def test_abatch_as_completed_sends_each_input_its_own_documents() -> None:
+    a, b = Document("Honey bees dance."), Document("Ants walk.")
+    backend = ScriptedBackend({}, default=hash_output("ok", "Fine."))
+    chat = ChatPleias(model=backend)
+    done = [d async for d in chat.abatch_as_completed(["Bees?", "Ants?"], documents=[[a], [b]])]
+    assert sorted(i for i, _ in done) == [0, 1]
+    assert sources_by_query(backend) == {"Bees?": [a], "Ants?": [b]}
+
+
 def test_batch_on_the_real_model(hash_model: str) -> None:
     one, two = example("cited"), example("two_citations")
     chat = ChatPleias(model=hash_model, max_tokens=512)
@@ -468,6 +511,41 @@ def test_model_name_is_an_alias_of_model(hash_model: str) -> None:
     assert PleiasLLM(model_name="PleIAs/Pleias-RAG-1B").model == "PleIAs/Pleias-RAG-1B"
     with pytest.raises(ValidationError, match="not both"):
         ChatPleias(model="a", model_name="b")
+
+
+def test_every_core_generation_option_is_taken_per_call_and_at_init() -> None:
+    """The options come from GenerationSettings' fields (min_new_tokens included): an option
+    the core adds needs no edit here; a bad value fails with the core's message."""
+    backend = ScriptedBackend({}, default=hash_output("ok", "Fine."))
+    chat = ChatPleias(model=backend, min_new_tokens=3, max_tokens=64)
+    chat.invoke("q?")
+    assert backend.calls[-1][1][2] == {
+        "max_new_tokens": 64,
+        "temperature": 0.0,
+        "min_new_tokens": 3,
+    }
+    chat.invoke("q?", min_new_tokens=5, max_new_tokens=32, top_p=0.5)
+    assert backend.calls[-1][1][2] == {
+        "max_new_tokens": 32,
+        "temperature": 0.0,
+        "min_new_tokens": 5,
+        "top_p": 0.5,
+    }
+    llm = PleiasLLM(model=backend, min_new_tokens=2)
+    llm.invoke("q?", min_new_tokens=4)
+    assert backend.calls[-1][1][1]["min_new_tokens"] == 4
+    # Whatever the core's options are, each is accepted per call (stop is LangChain's own).
+    for name in set(GENERATION_OPTIONS) - {"stop"}:
+        value = dataclasses.asdict(GenerationSettings())[name]
+        value = 7 if value is None else value  # seed: None is "not given"
+        chat.invoke("q?", **{name: value})
+        assert backend.calls[-1][1][2][name] == value
+    with pytest.raises(ValueError, match="min_new_tokens=100 is above max_new_tokens=64"):
+        chat.invoke("q?", min_new_tokens=100)
+    with pytest.raises(ValidationError):
+        ChatPleias(model=backend, min_new_tokens=-1)
+    with pytest.raises(ValueError, match="unexpected argument"):
+        chat.invoke("q?", min_tokens=3)
 
 
 def test_client_settings_are_refused_for_a_backend_object() -> None:

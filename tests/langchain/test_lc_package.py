@@ -73,3 +73,17 @@ def test_tracing_metadata() -> None:
     assert params["ls_max_tokens"] == 9
     llm = langchain_pleias.PleiasLLM(model="PleIAs/Pleias-RAG-1B")
     assert llm._get_ls_params()["ls_provider"] == "pleias"
+
+
+def test_the_backend_is_typed_as_a_backend_everywhere() -> None:
+    """The functions that take the backend name its type, pleias_rag.Backend (not Any), so
+    that mypy checks what the adapters call on it."""
+    import typing
+
+    from langchain_pleias import _compat, llms
+    from pleias_rag.backend import Backend
+
+    for function in (_compat.usage, llms._info, llms._chunk, llms.PleiasLLM._result):
+        assert typing.get_type_hints(function)["backend"] is Backend, function.__qualname__
+    prepared = typing.get_type_hints(llms.PleiasLLM._prepare)["return"]
+    assert typing.get_args(prepared)[0] is Backend
