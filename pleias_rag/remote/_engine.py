@@ -164,6 +164,9 @@ class RemoteEngine(Engine):
         raise self.batch_error(outcomes)
 
     def batch_error(self, results: list[Any]) -> BaseException:
+        """A :class:`RemoteBatchError` (a batch of one: its request's error itself)."""
+        if len(results) == 1 and isinstance(results[0], BaseException):
+            return results[0]
         return batch_error(self.transport.settings.server, results)
 
     # -- async -------------------------------------------------------------------------
