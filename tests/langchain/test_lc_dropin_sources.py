@@ -332,14 +332,26 @@ def test_documents_given_two_ways_are_refused() -> None:
 # --------------------------------------------------------------------------- 3. batch
 
 
-def test_batch_with_documents_per_input_is_one_engine_batch() -> None:
-    a, b = Document("Honey bees dance."), Document("Ants walk.")
-    backend = ScriptedBackend(
+BEES, ANTS = Document("Honey bees dance."), Document("Ants walk.")
+
+
+def bees_and_ants() -> ScriptedBackend:
+    """A backend answering "Bees?" from BEES and "Ants?" from ANTS, citing them."""
+    return ScriptedBackend(
         {
-            "Bees?": hash_output("ok", "They dance" + ref(source_id(a.page_content), "bees dance")),
-            "Ants?": hash_output("ok", "They walk" + ref(source_id(b.page_content), "Ants walk")),
+            "Bees?": hash_output(
+                "ok", "They dance" + ref(source_id(BEES.page_content), "bees dance")
+            ),
+            "Ants?": hash_output(
+                "ok", "They walk" + ref(source_id(ANTS.page_content), "Ants walk")
+            ),
         }
     )
+
+
+def test_batch_with_documents_per_input_is_one_engine_batch() -> None:
+    a, b = BEES, ANTS
+    backend = bees_and_ants()
     chat = ChatPleias(model=backend)
     replies = chat.batch(["Bees?", "Ants?"], documents=[[a], [b]])
     assert [r.text for r in replies] == ["They dance[1]", "They walk[1]"]
@@ -375,13 +387,8 @@ def sources_by_query(backend: ScriptedBackend) -> dict[str, list[Any]]:
 
 
 def test_batch_as_completed_sends_each_input_its_own_documents() -> None:
-    a, b = Document("Honey bees dance."), Document("Ants walk.")
-    backend = ScriptedBackend(
-        {
-            "Bees?": hash_output("ok", "They dance" + ref(source_id(a.page_content), "bees dance")),
-            "Ants?": hash_output("ok", "They walk" + ref(source_id(b.page_content), "Ants walk")),
-        }
-    )
+    a, b = BEES, ANTS
+    backend = bees_and_ants()
     chat = ChatPleias(model=backend)
     done = dict(chat.batch_as_completed(["Bees?", "Ants?"], documents=[[a], [b]]))
     assert {i: r.text for i, r in done.items()} == {0: "They dance[1]", 1: "They walk[1]"}
