@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -35,6 +36,16 @@ _RunManager = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun
 #: whose documents are ALL blank is then a ``ToolException`` the agent's model reads and acts
 #: on (another query), not an answer from nothing.
 BLANK_RETRIEVAL_FAILS: ContextVar[bool] = ContextVar("pleias_blank_retrieval_fails", default=False)
+
+
+@contextlib.contextmanager
+def blank_retrieval_fails() -> Iterator[None]:
+    """While open, chain runs treat a retrieval of only blank documents as a tool error."""
+    token = BLANK_RETRIEVAL_FAILS.set(True)
+    try:
+        yield
+    finally:
+        BLANK_RETRIEVAL_FAILS.reset(token)
 
 
 @dataclass(frozen=True)

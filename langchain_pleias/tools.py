@@ -33,7 +33,7 @@ from pleias_rag.numbering import renumber
 from pleias_rag.views.plain import answer_with_sources
 
 from ._convert import documents_to_sources, rebuild_answer
-from .chains import BLANK_RETRIEVAL_FAILS, PleiasRAGChain, create_pleias_rag_chain
+from .chains import PleiasRAGChain, blank_retrieval_fails, create_pleias_rag_chain
 
 #: The tool's name when none is given.
 DEFAULT_NAME = "answer_from_documents"
@@ -114,11 +114,8 @@ class PleiasRAGTool(BaseTool):
         config: RunnableConfig | None = None,
     ) -> tuple[str, dict[str, Any]] | str:
         question = _checked_query(query)
-        token = BLANK_RETRIEVAL_FAILS.set(True)
-        try:
+        with blank_retrieval_fails():  # an agent reads it and tries another query
             result = self.chain.invoke(question, _chain_config(run_manager, config))
-        finally:
-            BLANK_RETRIEVAL_FAILS.reset(token)
         return self._output(result, runtime)
 
     async def _arun(
@@ -129,11 +126,8 @@ class PleiasRAGTool(BaseTool):
         config: RunnableConfig | None = None,
     ) -> tuple[str, dict[str, Any]] | str:
         question = _checked_query(query)
-        token = BLANK_RETRIEVAL_FAILS.set(True)
-        try:
+        with blank_retrieval_fails():  # an agent reads it and tries another query
             result = await self.chain.ainvoke(question, _chain_config(run_manager, config))
-        finally:
-            BLANK_RETRIEVAL_FAILS.reset(token)
         return self._output(result, runtime)
 
     @staticmethod
