@@ -25,6 +25,12 @@ CASES: dict[str, Callable[[], object]] = {
     "unknown generation argument 'max_token'": lambda: B.answer("q?", [], max_token=5),
     "query must be a str (the question), got NoneType": lambda: B.stream(None, []),  # type: ignore[arg-type]
     "not a dict (its keys would be taken as the texts)": lambda: B.answer("q?", {"a": "b"}),  # type: ignore[arg-type]
+    "not a set (its order changes from run to run, and with it the prompt and the citation "
+    "numbers): give a list, e.g. sorted(s)": lambda: B.answer("q?", {"a", "b"}),
+    "answer_batch takes a list of (query, sources) pairs, not a dict (its keys would be taken "
+    "as the queries): give list(d.items()) when it maps queries to sources": lambda: B.answer_batch(
+        {"q?": ["s"]}
+    ),  # type: ignore[arg-type]
     "source 0 is empty: give every source some text, or leave it out": lambda: B.answer(
         "q?", ["  "]
     ),
