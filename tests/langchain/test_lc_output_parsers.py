@@ -59,8 +59,8 @@ def test_streaming_parser_yields_growing_answers() -> None:
 def test_bad_configuration() -> None:
     with pytest.raises(ValueError, match="instance of Document"):
         PleiasOutputParser(documents=["text"])  # type: ignore[list-item]
-    with pytest.raises(ValueError, match="empty page_content"):
-        PleiasOutputParser(documents=[Document(" ")])
+    # Blank documents are skipped as the chat model skips them (issue 14): no error.
+    assert PleiasOutputParser(documents=[Document(" ")]).documents == [Document(" ")]
     with pytest.raises(ValueError, match="diff is not supported"):
         PleiasOutputParser(diff=True)
     with pytest.raises(ValueError, match="unknown dialect"):
