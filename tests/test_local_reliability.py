@@ -221,6 +221,38 @@ def test_streams_failing_midway_are_rerun_without_repeating_their_text(
         assert results[i].raw == reference[i].raw
 
 
+def test_a_request_that_breaks_the_running_batch_as_it_joins_fails_alone(
+    pm: PleiasModel, reference: list[PleiasAnswer], poisoned_forward: dict[str, Any]
+) -> None:
+    # A stream is generating; two requests join it, one of which makes every step fail: the
+    # stream (run again without repeating its text) and the other joiner get their answers.
+    long = {"max_new_tokens": 400, "min_new_tokens": 400}
+    runner_alone = pm.answer(*example(0), **long)
+    poisoned_forward.update(poison=prompt_ids(pm, 2), at_step=1)
+    out: dict[str, Any] = {}
+
+    def runner() -> None:
+        events = list(pm.stream(*example(0), **long))
+        assert isinstance(events[-1], Finished)
+        out["runner"] = events[-1].answer
+
+    thread = threading.Thread(target=runner)
+    steps = pm.worker.steps
+    thread.start()
+    while pm.worker.steps < steps + 5:  # it is generating
+        assert thread.is_alive()
+    results = run_together(
+        [
+            lambda: pm.answer(*example(2), max_new_tokens=NEW),
+            lambda: pm.answer(*example(1), max_new_tokens=NEW),
+        ]
+    )
+    thread.join(120)
+    assert isinstance(results[0], Boom)
+    assert isinstance(results[1], PleiasAnswer) and results[1].raw == reference[1].raw
+    assert out["runner"].raw == runner_alone.raw
+
+
 def test_a_request_whose_decoding_fails_fails_alone(
     pm: PleiasModel,
     reference: list[PleiasAnswer],
