@@ -17,7 +17,7 @@ from ..errors import InvalidArgument, InvalidType
 from ..generation import GenerationSettings
 from ..tokens import EncodedPrompt, TokenCodec
 from ._config import ServerInfo, ServerKind
-from ._http import Transport, counted_in_the_next_request
+from ._http import Transport, counted_in_the_next_request, spent_taken
 from ._request import Reply, body, check_text, completion, finish_reason, stream_delta
 from ._tokenizer import LoadedTokenizer, load_tokenizer
 from .errors import batch_error
@@ -152,7 +152,10 @@ class RemoteEngine(Engine):
         a failure as in :meth:`acomplete`, which runs them (on an event loop of its own)."""
         if len(prompts) == 1:
             return [self._complete(prompts[0], settings)]
-        return _on_a_loop_of_its_own(lambda: self.acomplete(prompts, settings))
+        try:
+            return _on_a_loop_of_its_own(lambda: self.acomplete(prompts, settings))
+        finally:
+            spent_taken()
 
     def _gathered(self, outcomes: list[Any]) -> list[Completion]:
         """The completions, or the batch's error (a bad argument as itself)."""
@@ -205,6 +208,7 @@ class RemoteEngine(Engine):
                 return await self._acomplete(prompt, settings)
 
         tasks = [asyncio.ensure_future(one(p)) for p in prompts]
+        spent_taken()  # each task has it in its copy of the context
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:  # a failure, or this call cancelled: stop the rest, wait until they are

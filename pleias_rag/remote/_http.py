@@ -31,7 +31,7 @@ import httpx
 
 from .errors import RemoteConnectionError, RemoteError, RemoteStatusError, RemoteTimeoutError
 
-__all__ = ["HttpSettings", "Transport", "counted_in_the_next_request"]
+__all__ = ["HttpSettings", "Transport", "counted_in_the_next_request", "spent_taken"]
 
 # The longest wait between two tries, whatever Retry-After says.
 _MAX_DELAY = 30.0
@@ -211,6 +211,12 @@ def counted_in_the_next_request() -> Iterator[None]:
         yield
     finally:
         _SPENT.set(time.monotonic() - started)
+
+
+def spent_taken() -> None:
+    """The time counted by :func:`counted_in_the_next_request` was taken (by the requests
+    of a batch, each in a copy of this context): no later request of this one takes it."""
+    _SPENT.set(0.0)
 
 
 class _LoopClient:
