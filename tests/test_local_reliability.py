@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pleias_rag import Finished, GenerationSettings, PleiasAnswer, Source  # noqa: E402
+from pleias_rag import BatchError, Finished, GenerationSettings, PleiasAnswer, Source  # noqa: E402
 from pleias_rag.backend import Backend  # noqa: E402
 from pleias_rag.errors import InvalidArgument  # noqa: E402
 from pleias_rag.generation import batch_items, sources_arg  # noqa: E402
@@ -224,11 +225,11 @@ def test_streams_failing_midway_are_rerun_without_repeating_their_text(
 def test_a_request_that_breaks_the_running_batch_as_it_joins_fails_alone(
     pm: PleiasModel, reference: list[PleiasAnswer], poisoned_forward: dict[str, Any]
 ) -> None:
-    # A stream is generating; two requests join it, one of which makes every step fail: the
-    # stream (run again without repeating its text) and the other joiner get their answers.
-    long = {"max_new_tokens": 400, "min_new_tokens": 400}
+    # A stream and an answer are generating; a request joins them that makes every step
+    # fail: the stream (run again without repeating its text) and the answer get theirs.
+    long = {"max_new_tokens": 1000, "min_new_tokens": 1000}
     runner_alone = pm.answer(*example(0), **long)
-    poisoned_forward.update(poison=prompt_ids(pm, 2), at_step=1)
+    assert pm.worker.wait_idle(timeout=60)
     out: dict[str, Any] = {}
 
     def runner() -> None:
@@ -236,21 +237,30 @@ def test_a_request_that_breaks_the_running_batch_as_it_joins_fails_alone(
         assert isinstance(events[-1], Finished)
         out["runner"] = events[-1].answer
 
-    thread = threading.Thread(target=runner)
-    steps = pm.worker.steps
-    thread.start()
-    while pm.worker.steps < steps + 5:  # it is generating
-        assert thread.is_alive()
-    results = run_together(
-        [
-            lambda: pm.answer(*example(2), max_new_tokens=NEW),
-            lambda: pm.answer(*example(1), max_new_tokens=NEW),
-        ]
-    )
-    thread.join(120)
-    assert isinstance(results[0], Boom)
-    assert isinstance(results[1], PleiasAnswer) and results[1].raw == reference[1].raw
+    def other() -> None:
+        out["other"] = pm.answer(*example(1), max_new_tokens=NEW)
+
+    threads = [threading.Thread(target=runner)]
+    threads[0].start()
+    wait_for(lambda: pm.worker.batch_sizes[-1:] == [1] and not pm.worker.wait_idle(0))
+    threads.append(threading.Thread(target=other))
+    threads[1].start()
+    wait_for(lambda: pm.worker.batch_sizes[-1:] == [2])  # the answer joined the stream
+    # The fixture tells a batch holding the poison by its prefill: set it only now.
+    poisoned_forward.update(poison=prompt_ids(pm, 2), at_step=1)
+    with pytest.raises(Boom):
+        pm.answer(*example(2), max_new_tokens=NEW)
+    for t in threads:
+        t.join(120)
+    assert out["other"].raw == reference[1].raw
     assert out["runner"].raw == runner_alone.raw
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
 
 
 def test_a_request_whose_decoding_fails_fails_alone(
@@ -278,6 +288,30 @@ def test_a_request_whose_decoding_fails_fails_alone(
     for i in (0, 2, 3):
         assert isinstance(results[i], PleiasAnswer), results[i]
         assert results[i].raw == reference[i].raw
+
+
+def test_a_batch_with_a_failing_row_keeps_the_others_without_running_them_again(
+    pm: PleiasModel,
+    reference: list[PleiasAnswer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    poison = tuple(prompt_ids(pm, 1))
+    real = Row.step
+
+    def step(self: Row, token_id: int) -> None:
+        if self.request.ids == poison and self.tokens >= 3:
+            raise Boom("this request's decoder failed")
+        real(self, token_id)
+
+    monkeypatch.setattr(Row, "step", step)
+    assert pm.worker.wait_idle(timeout=60)
+    before = len(pm.worker.batch_sizes)
+    with pytest.raises(BatchError) as caught:
+        pm.answer_batch([example(i) for i in range(CALLERS)], max_new_tokens=NEW)
+    results = caught.value.results
+    assert isinstance(results[1], Boom)
+    assert [r.raw for i, r in enumerate(results) if i != 1] == [reference[i].raw for i in (0, 2, 3)]
+    assert pm.worker.batch_sizes[before:] == [CALLERS]  # one run: nothing generated twice
 
 
 async def test_async_callers_of_a_failing_batch(

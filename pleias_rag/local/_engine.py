@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Generator, Sequence
 
 from ..dialects import Dialect
 from ..engine import Completion, Engine, StreamItem
+from ..errors import BatchError
 from ..generation import GenerationSettings
 from ..tokens import EncodedPrompt, TokenCodec
 from ._args import request_seed
@@ -103,9 +104,9 @@ class LocalEngine(Engine):
         reqs = [
             self._request(p, settings, s, stream=False) for p, s in zip(prompts, sinks, strict=True)
         ]
-        self._submit(reqs)  # together: one padded batch
+        self._submit(reqs)  # together: one batch
         try:
-            return [_done(s.get()) for s in sinks]
+            return _outcomes([s.get() for s in sinks])
         finally:
             for req in reqs:
                 req.cancel()
@@ -135,7 +136,7 @@ class LocalEngine(Engine):
         ]
         await self._asubmit(reqs)
         try:
-            return [_done(await s.get()) for s in sinks]
+            return _outcomes([await s.get() for s in sinks])
         finally:
             for req in reqs:
                 req.cancel()
@@ -144,6 +145,17 @@ class LocalEngine(Engine):
 def _item(item: Item) -> StreamItem:
     """A text chunk, or the Completion of a finished row; a worker's exception raises."""
     return item if isinstance(item, str) else _done(item)
+
+
+def _outcomes(items: list[Item]) -> list[Completion]:
+    """Each row's Completion; when some rows failed, a BatchError holding every row's
+    outcome (the core keeps the finished ones: nothing is generated twice)."""
+    errors = [i for i in items if isinstance(i, BaseException)]
+    if len(items) > 1 and errors:
+        outcomes = [i if isinstance(i, BaseException) else _done(i) for i in items]
+        error = BatchError(f"{len(errors)} of {len(items)} rows failed", results=outcomes)
+        raise error from errors[0]
+    return [_done(i) for i in items]
 
 
 def _done(item: Item) -> Completion:
