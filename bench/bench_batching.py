@@ -15,7 +15,8 @@ same weights:
 4. with ``--transformers-cb``, the same batch of 8 through transformers' continuous batching
    manager (``generate_batch``, paged attention) on the same ids.
 
-Every generation has a fixed length (EOS suppressed), so the comparisons are fair. Prints a
+``--shape 350m`` scales the counts down (see ``PLANS``): a 350M model decodes ~100x slower on a
+CPU. Every generation has a fixed length (EOS suppressed), so the comparisons are fair. Prints a
 markdown report with the ratios of issue #16's targets. Random weights write noise: speed only.
 """
 
@@ -62,6 +63,11 @@ class Plan:
 
 
 QUICK = Plan(short=4, long=48, batch=2, batch_tokens=8, requests=4, lengths=(2, 12))
+# The 350M shape decodes ~100x slower on a CPU: the same measures, scaled down to minutes.
+PLANS = {
+    "tiny": Plan(),
+    "350m": Plan(short=8, long=160, batch_tokens=16, requests=16, lengths=(8, 64), mean_gap_s=0.5),
+}
 
 
 def items(n: int) -> list[Item]:
@@ -259,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     config = None if shape is None else json.loads(shape.read_text())
     tokenizer = TOKENIZER if TOKENIZER.exists() else None
     path = cached_random_model("numbered", config=config, tokenizer_file=tokenizer)
-    plan = QUICK if args.quick else Plan()
+    plan = QUICK if args.quick else PLANS[args.shape]
     result = measure(path, device, plan, transformers=args.transformers_cb)
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"## bench_batching --shape {args.shape}\n")

@@ -4,7 +4,8 @@
 
 Each run is one panel (its own time scale): the seconds to answer the same 8 questions one at a
 time in fp32 (like Pleias's helper library), with 8 sequential ``answer`` calls, and with one
-``answer_batch``.
+``answer_batch``; and the scheduling panel: a short answer's seconds behind a long one, and the
+p95 latency of 32 requests arriving over time, under static and continuous batching.
 """
 
 from __future__ import annotations
