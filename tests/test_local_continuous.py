@@ -80,6 +80,16 @@ class Timed:
         return self.result
 
 
+def running(model: PleiasModel, runner: str) -> Timed:
+    """The runner ``runner`` answering in a thread, once it is generating (the worker idle
+    before it)."""
+    assert model.worker.wait_idle(timeout=60)
+    q, s = RUNNERS[runner]
+    long = Timed(lambda: model.answer(q, s, **fixed(RUNNER_TOKENS)))
+    wait_generating(model)
+    return long
+
+
 def wait_generating(model: PleiasModel, steps: int = 5) -> None:
     """Until the worker has run ``steps`` more decoding steps: something is generating."""
     start = model.worker.steps
@@ -93,11 +103,8 @@ def wait_generating(model: PleiasModel, steps: int = 5) -> None:
 def test_requests_join_a_running_batch_and_come_out_as_alone(
     model: PleiasModel, alone: dict[str, Any], runner: str
 ) -> None:
-    assert model.worker.wait_idle(timeout=60)
     before = len(model.worker.batch_sizes)
-    q, s = RUNNERS[runner]
-    long = Timed(lambda: model.answer(q, s, **fixed(RUNNER_TOKENS)))
-    wait_generating(model)
+    long = running(model, runner)
     joiners = [Timed(lambda i=i: model.answer(*example(i), max_new_tokens=NEW)) for i in range(4)]
     seeded = Timed(lambda: model.answer(*example(1), **SEEDED))
     results = [j.join() for j in joiners]
@@ -112,10 +119,7 @@ def test_requests_join_a_running_batch_and_come_out_as_alone(
 def test_a_short_request_does_not_wait_for_a_long_one(
     model: PleiasModel, alone: dict[str, Any]
 ) -> None:
-    assert model.worker.wait_idle(timeout=60)
-    q, s = RUNNERS["short prompt"]
-    long = Timed(lambda: model.answer(q, s, **fixed(RUNNER_TOKENS)))
-    wait_generating(model)
+    long = running(model, "short prompt")
     steps = model.worker.steps
     short = Timed(lambda: model.answer(*example(0), max_new_tokens=NEW))
     assert short.join() == alone["ex0"]
@@ -130,10 +134,7 @@ def test_static_scheduling_makes_a_request_wait_for_the_running_batch(
 ) -> None:
     static = PleiasModel.from_pretrained(model.model_name, scheduling="static")
     assert static.model is model.model  # same weights and worker
-    assert static.worker.wait_idle(timeout=60)
-    q, s = RUNNERS["short prompt"]
-    long = Timed(lambda: static.answer(q, s, **fixed(RUNNER_TOKENS)))
-    wait_generating(static)
+    long = running(static, "short prompt")
     short = Timed(lambda: static.answer(*example(0), max_new_tokens=NEW))
     assert short.join() == alone["ex0"]
     assert long.join() == alone["short prompt"]
@@ -143,10 +144,7 @@ def test_static_scheduling_makes_a_request_wait_for_the_running_batch(
 def test_a_cancelled_joiner_leaves_and_the_others_go_on(
     model: PleiasModel, alone: dict[str, Any]
 ) -> None:
-    assert model.worker.wait_idle(timeout=60)
-    q, s = RUNNERS["long prompt"]
-    long = Timed(lambda: model.answer(q, s, **fixed(RUNNER_TOKENS)))
-    wait_generating(model)
+    long = running(model, "long prompt")
     stream = model.stream(*example(2), **fixed(3000))
     next(stream)  # it joined and generates
     other = Timed(lambda: model.answer(*example(3), max_new_tokens=NEW))

@@ -263,11 +263,9 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.001)
 
 
-def test_a_request_whose_decoding_fails_fails_alone(
-    pm: PleiasModel,
-    reference: list[PleiasAnswer],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def failing_decoder(pm: PleiasModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Example 1's row fails in its own decoding after 3 tokens (the batch is fine)."""
     poison = tuple(prompt_ids(pm, 1))
     real = Row.step
 
@@ -277,6 +275,12 @@ def test_a_request_whose_decoding_fails_fails_alone(
         real(self, token_id)
 
     monkeypatch.setattr(Row, "step", step)
+
+
+@pytest.mark.usefixtures("failing_decoder")
+def test_a_request_whose_decoding_fails_fails_alone(
+    pm: PleiasModel, reference: list[PleiasAnswer]
+) -> None:
     before = len(pm.worker.batch_sizes)
     calls: list[Callable[[], Any]] = [
         (lambda i=i: pm.answer(*example(i), max_new_tokens=NEW)) for i in range(CALLERS)
@@ -290,20 +294,10 @@ def test_a_request_whose_decoding_fails_fails_alone(
         assert results[i].raw == reference[i].raw
 
 
+@pytest.mark.usefixtures("failing_decoder")
 def test_a_batch_with_a_failing_row_keeps_the_others_without_running_them_again(
-    pm: PleiasModel,
-    reference: list[PleiasAnswer],
-    monkeypatch: pytest.MonkeyPatch,
+    pm: PleiasModel, reference: list[PleiasAnswer]
 ) -> None:
-    poison = tuple(prompt_ids(pm, 1))
-    real = Row.step
-
-    def step(self: Row, token_id: int) -> None:
-        if self.request.ids == poison and self.tokens >= 3:
-            raise Boom("this request's decoder failed")
-        real(self, token_id)
-
-    monkeypatch.setattr(Row, "step", step)
     assert pm.worker.wait_idle(timeout=60)
     before = len(pm.worker.batch_sizes)
     with pytest.raises(BatchError) as caught:

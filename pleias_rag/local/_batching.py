@@ -138,18 +138,22 @@ class _Loop:
         with self.cond:
             if room <= 0 or not self.pending:
                 return []
-            key = batch_key(sched.requests[0])
-            joiners: list[Request] = []
-            rest: deque[Request] = deque()
-            for req in self.pending:
-                if req.cancelled:
-                    continue
-                if len(joiners) < room and batch_key(req) == key:
-                    joiners.append(req)
-                else:
-                    rest.append(req)
-            self.pending = rest
-            return joiners
+            return self._take(batch_key(sched.requests[0]), room)
+
+    def _take(self, key: Hashable, limit: int) -> list[Request]:
+        """Out of the queue (lock held): up to ``limit`` waiting requests of ``key``, oldest
+        first; cancelled ones are dropped."""
+        taken: list[Request] = []
+        rest: deque[Request] = deque()
+        for req in self.pending:
+            if req.cancelled:
+                continue
+            if len(taken) < limit and batch_key(req) == key:
+                taken.append(req)
+            else:
+                rest.append(req)
+        self.pending = rest
+        return taken
 
     def _on_batch(self, rows: int) -> None:
         self.batches = [*self.batches[-99:], rows]
@@ -170,17 +174,7 @@ class _Loop:
                 if left <= 0:
                     break
                 self.cond.wait(left)
-            key = batch_key(first)
-            batch: list[Request] = []
-            rest: deque[Request] = deque()
-            for req in self.pending:
-                if req.cancelled:
-                    continue
-                if len(batch) < limit and batch_key(req) == key:
-                    batch.append(req)
-                else:
-                    rest.append(req)
-            self.pending = rest
+            batch = self._take(batch_key(first), limit)
             self.busy = bool(batch)
             return batch
 
