@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import runpy
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from pleias_rag.verify import SourceText
 
 # Never reach the Hugging Face hub: every model the tests use is built locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,3 +87,17 @@ def run_example(
         return capsys.readouterr().out
 
     return run
+
+
+@pytest.fixture
+def check_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The thread of every quote check made while the test runs."""
+    seen: list[int] = []
+    real = SourceText.locate
+
+    def locate(self: SourceText, quote: str, **kwargs: Any) -> Any:
+        seen.append(threading.get_ident())
+        return real(self, quote, **kwargs)
+
+    monkeypatch.setattr(SourceText, "locate", locate)
+    yield seen

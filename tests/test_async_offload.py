@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "remote"))
 
@@ -17,27 +13,12 @@ from fake_server import FakeServer, Step
 from pleias_rag import Finished, PleiasModel, Source
 from pleias_rag.remote import RemoteBackend
 from pleias_rag.testing import TRAINING_EXAMPLES
-from pleias_rag.verify import SourceText
 
 EIFFEL = Source("The Eiffel Tower was completed in 1889 for the World's Fair.")
 OUT = (
     "Analysis.<|source_analysis_end|>\n<|answer_start|>Done in 1889"
     f'<ref name="{EIFFEL.id}">"was completed in 1889"</ref>.<|answer_end|>'
 )
-
-
-@pytest.fixture
-def check_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """The thread of every quote check made while the test runs."""
-    seen: list[int] = []
-    real = SourceText.locate
-
-    def locate(self: SourceText, quote: str, **kwargs: Any) -> Any:
-        seen.append(threading.get_ident())
-        return real(self, quote, **kwargs)
-
-    monkeypatch.setattr(SourceText, "locate", locate)
-    yield seen
 
 
 async def test_remote_aanswer_and_astream(check_threads: list[int]) -> None:

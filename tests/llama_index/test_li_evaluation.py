@@ -141,20 +141,10 @@ def test_a_raw_output_is_read_in_the_dialect_the_evaluator_knows() -> None:
 
 
 async def test_async_evaluation_checks_quotes_off_the_event_loop(
-    monkeypatch: pytest.MonkeyPatch,
+    check_threads: list[int],
 ) -> None:
     import threading
 
-    from pleias_rag.verify import SourceText
-
-    seen: list[int] = []
-    real = SourceText.locate
-
-    def locate(self: SourceText, quote: str, **kwargs: Any) -> Any:
-        seen.append(threading.get_ident())
-        return real(self, quote, **kwargs)
-
-    monkeypatch.setattr(SourceText, "locate", locate)
     loop_thread = threading.get_ident()
     raw = hash_output("Analysis.", f"In 1889{ref(Source(TOWER), 'was completed in 1889')}.")
     result = await CitationGroundingEvaluator().aevaluate(response=raw, contexts=[TOWER])
@@ -162,4 +152,4 @@ async def test_async_evaluation_checks_quotes_off_the_event_loop(
     response = Response(response=raw, source_nodes=[node])
     by_response = await CitationGroundingEvaluator().aevaluate_response(response=response)
     assert result.passing and by_response.passing
-    assert seen and loop_thread not in seen
+    assert check_threads and loop_thread not in check_threads
