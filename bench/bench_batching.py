@@ -9,9 +9,11 @@ padded ``generate`` per batch; ``"continuous"``: rows join and leave at every st
 same weights:
 
 1. head-of-line blocking: a short answer alone, then arriving while a long one runs;
-2. an equal-length batch of 8 through ``answer_batch``;
+2. an equal-length batch of 8 through ``answer_batch`` (1 and 2: medians of 5 runs, the batches
+   of both schedulers taking turns);
 3. 32 requests of mixed output lengths arriving over time (a fixed schedule, one thread
-   each): total time, throughput and p50/p95 latency;
+   each): total time, throughput and p50/p95 latency (3 runs a scheduler, taking turns: the
+   median run);
 4. with ``--transformers-cb``, the same batch of 8 through transformers' continuous batching
    manager (``generate_batch``, paged attention) on the same ids.
 
@@ -60,13 +62,26 @@ class Plan:
     lengths: tuple[int, int] = (16, 512)
     mean_gap_s: float = 0.05
     seed: int = 0
+    reps: int = 5  # of the head-of-line and equal-batch measures (their median)
+    arrival_reps: int = 3  # runs of the arrivals per scheduler (the median one is kept)
 
 
-QUICK = Plan(short=4, long=48, batch=2, batch_tokens=8, requests=4, lengths=(2, 12))
+QUICK = Plan(
+    short=4, long=48, batch=2, batch_tokens=8, requests=4, lengths=(2, 12), reps=1, arrival_reps=1
+)
 # The 350M shape decodes ~100x slower on a CPU: the same measures, scaled down to minutes.
 PLANS = {
     "tiny": Plan(),
-    "350m": Plan(short=8, long=160, batch_tokens=16, requests=16, lengths=(8, 64), mean_gap_s=0.5),
+    "350m": Plan(
+        short=8,
+        long=160,
+        batch_tokens=16,
+        requests=16,
+        lengths=(8, 64),
+        mean_gap_s=0.5,
+        reps=3,
+        arrival_reps=1,
+    ),
 }
 
 
@@ -81,28 +96,49 @@ def fixed(tokens: int) -> dict[str, int]:
     return {"max_new_tokens": tokens, "min_new_tokens": tokens}
 
 
+def timed(call: Any, reps: int) -> float:
+    """The median seconds of ``reps`` calls (a shared CPU's noise is bursty)."""
+    took = []
+    for _ in range(reps):
+        started = time.perf_counter()
+        call()
+        took.append(time.perf_counter() - started)
+    return statistics.median(took)
+
+
 def head_of_line(engine: PleiasModel, plan: Plan) -> dict[str, float]:
     """A short answer's latency alone, and arriving just after a long one started."""
     short, long = items(2)
     engine.answer(*short, **fixed(plan.short))  # warm
-    started = time.perf_counter()
-    engine.answer(*short, **fixed(plan.short))
-    alone = time.perf_counter() - started
-    runner = threading.Thread(target=engine.answer, args=long, kwargs=fixed(plan.long))
-    runner.start()
-    time.sleep(min(0.2, alone))  # the long one is decoding
-    started = time.perf_counter()
-    engine.answer(*short, **fixed(plan.short))
-    behind = time.perf_counter() - started
-    runner.join()
+    alone = timed(lambda: engine.answer(*short, **fixed(plan.short)), plan.reps)
+
+    def behind_long() -> None:
+        runner = threading.Thread(target=engine.answer, args=long, kwargs=fixed(plan.long))
+        runner.start()
+        time.sleep(min(0.2, alone))  # the long one is decoding
+        started = time.perf_counter()
+        engine.answer(*short, **fixed(plan.short))
+        took.append(time.perf_counter() - started)
+        runner.join()
+
+    took: list[float] = []
+    for _ in range(plan.reps):
+        behind_long()
+    behind = statistics.median(took)
     return {"alone_s": alone, "behind_s": behind, "ratio": behind / alone}
 
 
-def equal_batch(engine: PleiasModel, plan: Plan) -> dict[str, float]:
+def equal_batches(engines: dict[str, PleiasModel], plan: Plan) -> dict[str, dict[str, float]]:
+    """The batch of 8 on each engine, taking turns run by run (a shared CPU's speed drifts:
+    turns give both the same share of it), the median of ``plan.reps`` each."""
     batch = items(plan.batch)
-    started = time.perf_counter()
-    engine.answer_batch(batch, **fixed(plan.batch_tokens))
-    return {"seconds": time.perf_counter() - started}
+    took: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(plan.reps):
+        for name, engine in engines.items():
+            took[name].append(
+                timed(lambda e=engine: e.answer_batch(batch, **fixed(plan.batch_tokens)), 1)
+            )
+    return {name: {"seconds": statistics.median(t)} for name, t in took.items()}
 
 
 def arrivals(engine: PleiasModel, plan: Plan) -> dict[str, Any]:
@@ -160,25 +196,36 @@ def transformers_cb(engine: PleiasModel, path: Path, plan: Plan) -> dict[str, fl
 SCHEDULERS = ("static", "continuous")
 
 
-def measure_one(engine: PleiasModel, plan: Plan) -> dict[str, Any]:
-    return {
-        "head_of_line": head_of_line(engine, plan),
-        "equal_batch": equal_batch(engine, plan),
-        "arrivals": arrivals(engine, plan),
-    }
-
-
-def measure(path: Path, device: str, plan: Plan, *, transformers: bool = False) -> dict[str, Any]:
+def measure(
+    path: Path,
+    device: str,
+    plan: Plan,
+    *,
+    transformers: bool = False,
+    engine_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Every measure for each scheduler, on one copy of the weights."""
-    out: dict[str, Any] = {}
-    for scheduling in SCHEDULERS:
-        engine = PleiasModel.from_pretrained(
-            path, device=device, dtype="float32", scheduling=scheduling
+    engines = {
+        scheduling: PleiasModel.from_pretrained(
+            path, device=device, dtype="float32", scheduling=scheduling, **(engine_kwargs or {})
         ).load()
-        out[scheduling] = measure_one(engine, plan)
+        for scheduling in SCHEDULERS
+    }
+    out: dict[str, Any] = {
+        name: {"head_of_line": head_of_line(engine, plan)} for name, engine in engines.items()
+    }
+    for name, batch in equal_batches(engines, plan).items():
+        out[name]["equal_batch"] = batch
+    # The arrivals too take turns, the run of median total time of each kept.
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
+    for _ in range(plan.arrival_reps):
+        for name, engine in engines.items():
+            runs[name].append(arrivals(engine, plan))
+    for name, done in runs.items():
+        out[name]["arrivals"] = sorted(done, key=lambda r: r["seconds"])[len(done) // 2]
     out["targets"] = targets(out["static"], out["continuous"])
     if transformers:
-        out["transformers_cb"] = transformers_cb(engine, path, plan)
+        out["transformers_cb"] = transformers_cb(engines["continuous"], path, plan)
     return out
 
 
@@ -259,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--transformers-cb", action="store_true", help="also measure generate_batch")
     p.add_argument("--quick", action="store_true", help="tiny counts (a smoke run)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="of both engines")
     args = p.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     shape = SHAPES[args.shape]
@@ -266,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     tokenizer = TOKENIZER if TOKENIZER.exists() else None
     path = cached_random_model("numbered", config=config, tokenizer_file=tokenizer)
     plan = QUICK if args.quick else PLANS[args.shape]
-    result = measure(path, device, plan, transformers=args.transformers_cb)
+    extra = {} if args.max_batch_size is None else {"max_batch_size": args.max_batch_size}
+    result = measure(path, device, plan, transformers=args.transformers_cb, engine_kwargs=extra)
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU x{torch.get_num_threads()}"
     print(f"## bench_batching --shape {args.shape}\n")
     print(report(result, plan, f"{name}, torch {torch.__version__}"))
