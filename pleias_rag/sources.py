@@ -101,14 +101,11 @@ def make_sources(
 
     ``id_function`` overrides :func:`source_id` for sources that carry no explicit id.
     """
-    if isinstance(items, Mapping):
-        raise InvalidArgument(
-            f"sources must be a list of texts or Source objects, not a "
-            f"{type(items).__name__} (its keys would be taken as the texts): give "
-            "list(d.values()), or [Source(text, metadata=...) ...]"
-        )
     check_ordered(
-        items, "sources must be a list of texts or Source objects", "texts", "list(d.values())"
+        items,
+        "sources must be a list of texts or Source objects",
+        "texts",
+        "list(d.values()), or [Source(text, metadata=...) ...]",
     )
     if isinstance(items, (str, bytes)):
         raise InvalidArgument("sources must be a list of texts or Source objects, not one str")

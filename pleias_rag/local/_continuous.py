@@ -355,7 +355,7 @@ class Scheduler:
     def room(self) -> int:
         """How many requests may join now (none while failed rows run in isolation)."""
         if self._isolated or not self.batch.rows:
-            return 0 if self._isolated else -1
+            return 0
         limit = min(r.request.max_batch_size for r in self.batch.rows)
         return max(0, limit - len(self.batch.rows))
 
@@ -388,14 +388,7 @@ class Scheduler:
             try:
                 self.batch.join(group)
             except Exception as exc:
-                left = [r for r in group if not r.done and not r.request.cancelled]
-                if len(left) <= 1:
-                    for row in left:
-                        row.fail(exc)  # alone, it is the cause
-                    continue
-                half = (len(left) + 1) // 2
-                work.append([r.again(exc) for r in left[half:]])
-                work.append([r.again(exc) for r in left[:half]])  # the first half first
+                work.extend(_halves([r for r in group if not r.done], exc))
                 continue
             except BaseException as exc:  # the thread is ending: nobody may wait for these
                 for row in [*group, *(r for g in work for r in g)]:
@@ -403,11 +396,16 @@ class Scheduler:
                 raise
 
     def _isolate(self, rows: list[Row], exc: Exception) -> None:
-        rows = [r for r in rows if not r.request.cancelled]
-        if len(rows) <= 1:
-            for row in rows:
-                row.fail(exc)
-            return
-        half = (len(rows) + 1) // 2
-        self._isolated.append([r.again(exc) for r in rows[half:]])
-        self._isolated.append([r.again(exc) for r in rows[:half]])  # the first half first
+        self._isolated.extend(_halves(rows, exc))
+
+
+def _halves(rows: list[Row], exc: Exception) -> list[list[Row]]:
+    """The rows of a failed group to run again, as two groups (a stack: the first half
+    last, so it runs first); a row left alone is the cause, and fails."""
+    rows = [r for r in rows if not r.request.cancelled]
+    if len(rows) <= 1:
+        for row in rows:
+            row.fail(exc)
+        return []
+    half = (len(rows) + 1) // 2
+    return [[r.again(exc) for r in rows[half:]], [r.again(exc) for r in rows[:half]]]
